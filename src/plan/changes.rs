@@ -1,0 +1,175 @@
+//! The plan's data: changes, pending items, the summary. This is the JSON
+//! plan of contract 3.1 (and the file `plan --out` writes).
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::model::{Fields, Kind};
+
+/// The version of the JSON plan format; `apply` refuses any other.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// What a change does to its object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Create,
+    Update,
+    /// A change of owner (account owner, asset owner, license assignee) or of
+    /// container (user's account, product's organization, organization's
+    /// account, license's account, asset's account).
+    Transfer,
+    Remove,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Update => "update",
+            Action::Transfer => "transfer",
+            Action::Remove => "remove",
+        }
+    }
+
+    /// The sign of the change in text plans.
+    pub fn sign(self) -> char {
+        match self {
+            Action::Create => '+',
+            Action::Update => '~',
+            Action::Transfer => '>',
+            Action::Remove => '-',
+        }
+    }
+}
+
+/// One change to one object.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    /// Stable id: the same change against the same state has the same id.
+    pub id: String,
+    pub action: Action,
+    pub kind: Kind,
+    pub object: String,
+    pub account: String,
+    /// The fields that change, as they are now; `null` for a create (the
+    /// object does not exist yet).
+    pub before: Option<Fields>,
+    /// The fields that change, as they will be; `null` for a remove.
+    pub after: Option<Fields>,
+    pub reason: String,
+}
+
+impl Change {
+    /// A change with its id computed from its content.
+    pub fn new(
+        action: Action,
+        kind: Kind,
+        object: impl Into<String>,
+        account: impl Into<String>,
+        before: Option<Fields>,
+        after: Option<Fields>,
+        reason: impl Into<String>,
+    ) -> Change {
+        let mut change = Change {
+            id: String::new(),
+            action,
+            kind,
+            object: object.into(),
+            account: account.into(),
+            before,
+            after,
+            reason: reason.into(),
+        };
+        change.id = change.content_id();
+        change
+    }
+
+    /// `c-` and the first 16 hex digits of a SHA-256 of what the change does.
+    pub fn content_id(&self) -> String {
+        let mut hasher = Sha256::new();
+        hasher.update(self.action.as_str());
+        hasher.update([0]);
+        hasher.update(self.kind.as_str());
+        hasher.update([0]);
+        hasher.update(&self.object);
+        hasher.update([0]);
+        hasher.update(&self.account);
+        hasher.update([0]);
+        // serde_json maps are sorted, so this is canonical.
+        hasher.update(serde_json::to_string(&self.before).unwrap_or_default());
+        hasher.update([0]);
+        hasher.update(serde_json::to_string(&self.after).unwrap_or_default());
+        let digest = hasher.finalize();
+        format!("c-{}", hex(&digest[..8]))
+    }
+}
+
+/// Something the specs ask for that cannot happen yet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    pub kind: Kind,
+    pub object: String,
+    pub reason: String,
+}
+
+/// How many changes of each action a plan has.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub create: usize,
+    pub update: usize,
+    pub transfer: usize,
+    pub remove: usize,
+}
+
+impl Summary {
+    pub fn of(changes: &[Change]) -> Summary {
+        let mut summary = Summary::default();
+        for change in changes {
+            match change.action {
+                Action::Create => summary.create += 1,
+                Action::Update => summary.update += 1,
+                Action::Transfer => summary.transfer += 1,
+                Action::Remove => summary.remove += 1,
+            }
+        }
+        summary
+    }
+
+    pub fn total(&self) -> usize {
+        self.create + self.update + self.transfer + self.remove
+    }
+}
+
+/// A plan: the JSON of contract 3.1.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    pub format_version: u32,
+    pub summary: Summary,
+    pub changes: Vec<Change>,
+    pub pending: Vec<Pending>,
+}
+
+impl Plan {
+    pub fn new(changes: Vec<Change>, pending: Vec<Pending>) -> Plan {
+        Plan { format_version: FORMAT_VERSION, summary: Summary::of(&changes), changes, pending }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    /// `p-` and 16 hex digits naming exactly this list of changes.
+    pub fn id(&self) -> String {
+        let mut hasher = Sha256::new();
+        for change in &self.changes {
+            hasher.update(&change.id);
+            hasher.update([0]);
+        }
+        format!("p-{}", hex(&hasher.finalize()[..8]))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,1 @@
+//! Specs: files → fragments → one validated [`Desired`](crate::desired::Desired).
