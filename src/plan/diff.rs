@@ -1,15 +1,165 @@
-//! The diff: desired objects against the state, kind by kind.
+//! The diff: the target state (see [`super::target`]) against the state,
+//! kind by kind, into [`Change`]s in the order they are applied.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::target::{self, Target};
+use super::{Action, Change, Plan};
 use crate::desired::Desired;
 use crate::diagnostic::Diagnostic;
-use crate::model::{State, Timestamp};
-use super::Plan;
+use crate::model::{to_fields, Fields, Kind, State, Timestamp};
 
 /// What planning needs besides the specs and the state.
 #[derive(Clone, Debug)]
 pub struct PlanConfig {
+    /// The time invitations are issued and expire against.
     pub now: Timestamp,
 }
 
-pub fn plan(_desired: &Desired, _state: &State, _config: &PlanConfig) -> Result<Plan, Vec<Diagnostic>> {
-    Ok(Plan::new(Vec::new(), Vec::new()))
+/// Plans the changes that make `state` match `desired`. Fails with every
+/// broken rule at once.
+pub fn plan(desired: &Desired, state: &State, config: &PlanConfig) -> Result<Plan, Vec<Diagnostic>> {
+    let target = target::build(desired, state, config.now);
+    if !target.errors.is_empty() {
+        return Err(target.errors);
+    }
+    let mut changes = Vec::new();
+    let mut differ = Differ { desired, state, target: &target, changes: &mut changes };
+    differ.kind(Kind::Account, &state.accounts, &target.accounts);
+    differ.kind(Kind::User, &state.users, &target.users);
+    differ.kind(Kind::Group, &state.groups, &target.groups);
+    differ.kind(Kind::Membership, &state.memberships, &target.memberships);
+    differ.kind(Kind::Organization, &state.organizations, &target.organizations);
+    differ.kind(Kind::Product, &state.products, &target.products);
+    differ.kind(Kind::License, &state.licenses, &target.licenses);
+    differ.assets();
+    differ.kind(Kind::Grant, &state.grants, &target.grants);
+    changes.sort_by(|a, b| order_key(a).cmp(&order_key(b)));
+    Ok(Plan::new(changes, target.pending.clone()))
+}
+
+/// Sorted by account, then creations, updates and transfers in dependency
+/// order, then removals in reverse dependency order (after the transfers
+/// that free what they remove).
+fn order_key(change: &Change) -> (&str, u8, i32, &str) {
+    let rank = Kind::ALL.iter().position(|k| *k == change.kind).unwrap_or(0) as i32;
+    match change.action {
+        Action::Remove => (&change.account, 1, -rank, &change.object),
+        _ => (&change.account, 0, rank, &change.object),
+    }
+}
+
+/// The fields whose change makes a change a transfer (contract 3.1).
+fn transfer_fields(kind: Kind) -> &'static [&'static str] {
+    match kind {
+        Kind::Account => &["owner"],
+        Kind::User => &["account"],
+        Kind::Organization => &["account"],
+        Kind::Product => &["organization"],
+        Kind::License => &["assignee", "account"],
+        Kind::Asset => &["owner", "account"],
+        Kind::Group | Kind::Membership | Kind::Grant => &[],
+    }
+}
+
+struct Differ<'a, 's> {
+    desired: &'a Desired,
+    state: &'s State,
+    target: &'a Target<'s>,
+    changes: &'a mut Vec<Change>,
+}
+
+impl Differ<'_, '_> {
+    fn kind<T: Serialize + PartialEq>(&mut self, kind: Kind, current: &BTreeMap<String, T>, wanted: &BTreeMap<String, T>) {
+        for (id, object) in wanted {
+            match current.get(id) {
+                None => self.push(kind, id, None, Some(to_fields(object))),
+                Some(existing) if existing != object => {
+                    self.push(kind, id, Some(to_fields(existing)), Some(to_fields(object)))
+                }
+                Some(_) => {}
+            }
+        }
+        for (id, existing) in current {
+            if !wanted.contains_key(id) {
+                self.push(kind, id, Some(to_fields(existing)), None);
+            }
+        }
+    }
+
+    fn assets(&mut self) {
+        for (id, asset) in &self.target.assets.overlay {
+            match self.state.assets.get(id) {
+                None => self.push(Kind::Asset, id, None, Some(to_fields(asset))),
+                Some(existing) if existing != asset => {
+                    self.push(Kind::Asset, id, Some(to_fields(existing)), Some(to_fields(asset)))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// Records one change from the full fields before and after.
+    fn push(&mut self, kind: Kind, id: &str, before: Option<Fields>, after: Option<Fields>) {
+        let (action, before, after) = match (before, after) {
+            (None, Some(after)) => (Action::Create, None, Some(after)),
+            (Some(before), None) => (Action::Remove, Some(before), None),
+            (Some(before), Some(after)) => {
+                let changed: Vec<&String> = after.keys().filter(|key| before.get(*key) != after.get(*key)).collect();
+                if changed.is_empty() {
+                    return;
+                }
+                let is_transfer = changed.iter().any(|key| transfer_fields(kind).contains(&key.as_str()));
+                let pick = |fields: &Fields| -> Fields {
+                    changed.iter().map(|key| ((*key).clone(), fields.get(*key).cloned().unwrap_or_default())).collect()
+                };
+                let action = if is_transfer { Action::Transfer } else { Action::Update };
+                (action, Some(pick(&before)), Some(pick(&after)))
+            }
+            (None, None) => return,
+        };
+        let account = self.account_of(kind, id, action);
+        let reason = self.reason(kind, id, action);
+        self.changes.push(Change::new(action, kind, id, account, before, after, reason));
+    }
+
+    /// The account a change is listed under: where the object will be, or,
+    /// for a removal, where it was.
+    fn account_of(&self, kind: Kind, id: &str, action: Action) -> String {
+        let target = self.target;
+        let in_target = match kind {
+            Kind::Account => Some(id.to_string()),
+            Kind::User => target.users.get(id).map(|o| o.account.clone()),
+            Kind::Group => target.groups.get(id).map(|o| o.account.clone()),
+            Kind::Membership => target.memberships.get(id).map(|o| o.account.clone()),
+            Kind::Organization => target.organizations.get(id).map(|o| o.account.clone()),
+            Kind::Product => target
+                .products
+                .get(id)
+                .and_then(|p| target.organizations.get(&p.organization))
+                .map(|o| o.account.clone()),
+            Kind::License => target.licenses.get(id).map(|o| o.account.clone()),
+            Kind::Asset => target.assets.get(id).map(|o| o.account.clone()),
+            Kind::Grant => target.grants.get(id).map(|o| o.account.clone()),
+        };
+        match (action, in_target) {
+            (Action::Remove, _) | (_, None) => self.state.account_of(kind, id).unwrap_or_default(),
+            (_, Some(account)) => account,
+        }
+    }
+
+    fn reason(&self, kind: Kind, id: &str, action: Action) -> String {
+        if let Some(reason) = self.target.reasons.get(&(kind, id.to_string())) {
+            return reason.clone();
+        }
+        let origin = self.desired.origin(kind, id).map(|o| o.path.as_str());
+        match (action, origin) {
+            (Action::Remove, _) => "no longer in the specs".to_string(),
+            (Action::Create, Some(path)) => format!("declared in {path}"),
+            (_, Some(path)) => format!("changed in {path}"),
+            (_, None) => "follows the specs".to_string(),
+        }
+    }
 }

@@ -7,6 +7,7 @@
 
 mod changes;
 mod diff;
+mod target;
 
 pub use changes::{Action, Change, Pending, Plan, Summary, FORMAT_VERSION};
 pub use diff::{plan, PlanConfig};

@@ -1,0 +1,469 @@
+//! One function per command. Each reads what it needs (specs, state, files),
+//! calls the pure core, writes through the store, and prints.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use super::args::{
+    ApplyArgs, Command, HistoryArgs, HistoryFormat, InventoryCommand, InvitationsCommand, OutboxArgs,
+    PlanArgs, PlanFormat, Shell, ShowFormat, StateCommand,
+};
+use super::{Config, Outcome};
+use crate::apply::{self, ApplyContext};
+use crate::desired::Desired;
+use crate::diagnostic::Diagnostic;
+use crate::model::{to_fields, Fields, Kind, State, UserStatus};
+use crate::plan::{self, Action, Change, Plan, PlanConfig};
+use crate::render;
+use crate::store::{self, Access, Commit, HistoryEntry, Store};
+
+/// Largest plan or inventory file read.
+const MAX_INPUT_BYTES: u64 = 1 << 30;
+
+pub fn run(command: &Command, config: &Config) -> Result<Outcome> {
+    match command {
+        Command::Validate => validate(config),
+        Command::Plan(args) => plan_command(args, config),
+        Command::Apply(args) => apply_command(args, config),
+        Command::State(command) => state_command(command, config),
+        Command::Inventory(InventoryCommand::Import { file, wait }) => inventory_import(file, *wait, config),
+        Command::Invitations(InvitationsCommand::Accept { email, wait }) => accept_invitation(email, *wait, config),
+        Command::History(args) => history(args, config),
+        Command::Outbox(args) => outbox(args, config),
+        Command::Schema => {
+            let schema = crate::spec::fragment_schema();
+            println!("{}", serde_json::to_string_pretty(&schema)?);
+            Ok(Outcome::Success)
+        }
+        Command::Completions { shell } => {
+            let mut command = <super::Cli as clap::CommandFactory>::command();
+            let shell = match shell {
+                Shell::Bash => clap_complete::Shell::Bash,
+                Shell::Zsh => clap_complete::Shell::Zsh,
+                Shell::Fish => clap_complete::Shell::Fish,
+            };
+            clap_complete::generate(shell, &mut command, "deed", &mut std::io::stdout());
+            Ok(Outcome::Success)
+        }
+    }
+}
+
+/// Prints diagnostics to standard error and makes the error that ends the run.
+fn report(diagnostics: &[Diagnostic], what: &str) -> anyhow::Error {
+    let mut stderr = std::io::stderr().lock();
+    for diagnostic in diagnostics {
+        let _ = writeln!(stderr, "{diagnostic}");
+    }
+    anyhow!("{} {what}; nothing was changed", plural(diagnostics.len(), "problem"))
+}
+
+fn plural(count: usize, noun: &str) -> String {
+    if count == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{count} {noun}s")
+    }
+}
+
+fn load_specs(config: &Config) -> Result<Desired> {
+    crate::spec::load(&config.specs).map_err(|diagnostics| report(&diagnostics, "in the specs"))
+}
+
+fn open(config: &Config, access: Access) -> Result<Box<dyn Store>> {
+    Ok(store::open(&config.state, access)?)
+}
+
+fn validate(config: &Config) -> Result<Outcome> {
+    let desired = load_specs(config)?;
+    println!(
+        "The specs are valid: {} accounts, {} users, {} groups, {} organizations, {} products, {} licenses.",
+        desired.accounts.len(),
+        desired.users.len(),
+        desired.groups.len(),
+        desired.organizations.len(),
+        desired.products.len(),
+        desired.licenses.len()
+    );
+    Ok(Outcome::Success)
+}
+
+fn make_plan(desired: &Desired, state: &State, config: &Config) -> Result<Plan> {
+    plan::plan(desired, state, &PlanConfig { now: config.now })
+        .map_err(|diagnostics| report(&diagnostics, "with the plan"))
+}
+
+/// The state as it will be once `plan` is applied (for `--diff`).
+fn state_after(plan: &Plan, state: &State) -> State {
+    let mut after = state.clone();
+    for change in &plan.changes {
+        let next = match change.action {
+            Action::Remove => None,
+            _ => {
+                let mut fields: Fields = after.fields(change.kind, &change.object).unwrap_or_default();
+                for (name, value) in change.after.iter().flatten() {
+                    fields.insert(name.clone(), value.clone());
+                }
+                Some(fields)
+            }
+        };
+        let _ = after.put_fields(change.kind, &change.object, next);
+    }
+    after
+}
+
+fn plan_command(args: &PlanArgs, config: &Config) -> Result<Outcome> {
+    let desired = load_specs(config)?;
+    let state = open(config, Access::Read)?.load()?;
+    let plan = make_plan(&desired, &state, config)?;
+    if let Some(out) = &args.out {
+        std::fs::write(out, render::json::render_json(&plan))
+            .with_context(|| format!("cannot write the plan to {}", out.display()))?;
+    }
+    let diff = if args.diff {
+        let mut accounts: Vec<String> = plan.changes.iter().map(|c| c.account.clone()).collect();
+        accounts.dedup();
+        let after = state_after(&plan, &state);
+        let color = config.color && args.format == PlanFormat::Text;
+        Some(render::diff::render_diff(&state, &after, &accounts, color))
+    } else {
+        None
+    };
+    let mut stdout = std::io::stdout().lock();
+    match args.format {
+        PlanFormat::Json => stdout.write_all(render::json::render_json(&plan).as_bytes())?,
+        PlanFormat::Markdown => {
+            stdout.write_all(render::markdown::render_markdown(&plan, diff.as_deref()).as_bytes())?
+        }
+        PlanFormat::Text => {
+            let options = render::text::TextOptions { color: config.color, expand: args.expand };
+            if let Some(diff) = &diff {
+                stdout.write_all(diff.as_bytes())?;
+                if !diff.is_empty() {
+                    stdout.write_all(b"\n")?;
+                }
+            }
+            stdout.write_all(render::text::render_text(&plan, &options).as_bytes())?;
+        }
+    }
+    stdout.flush()?;
+    if args.detailed_exitcode && !plan.is_empty() {
+        Ok(Outcome::Changes)
+    } else {
+        Ok(Outcome::Success)
+    }
+}
+
+/// The git revision of the folder holding the specs, if it is in a repository.
+fn specs_revision(specs: &Path) -> Option<String> {
+    let output = std::process::Command::new("git")
+        .arg("-C")
+        .arg(specs)
+        .args(["rev-parse", "HEAD"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    if !output.status.success() {
+        return None;
+    }
+    let revision = String::from_utf8(output.stdout).ok()?.trim().to_string();
+    (!revision.is_empty()).then_some(revision)
+}
+
+fn read_plan_file(path: &Path) -> Result<Plan> {
+    let size = std::fs::metadata(path).with_context(|| format!("cannot read plan {}", path.display()))?.len();
+    if size > MAX_INPUT_BYTES {
+        bail!("plan {} is larger than 1 GiB", path.display());
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read plan {}", path.display()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: not a JSON plan", path.display()))?;
+    match value.get("format_version").and_then(|v| v.as_u64()) {
+        Some(version) if version == u64::from(plan::FORMAT_VERSION) => {}
+        Some(version) => bail!(
+            "{}: plan format_version {version} is not supported (this deed reads version {})",
+            path.display(),
+            plan::FORMAT_VERSION
+        ),
+        None => bail!("{}: not a deed plan (no format_version)", path.display()),
+    }
+    let plan: Plan = serde_json::from_value(value).with_context(|| format!("{}: not a valid deed plan", path.display()))?;
+    for change in &plan.changes {
+        if change.content_id() != change.id {
+            bail!("{}: change {} was edited after the plan was made (its id does not match its content)", path.display(), change.id);
+        }
+    }
+    Ok(plan)
+}
+
+fn apply_command(args: &ApplyArgs, config: &Config) -> Result<Outcome> {
+    // Read the specs (or the plan file) before taking the lock.
+    let saved_plan = match &args.plan_file {
+        Some(path) => Some(read_plan_file(path)?),
+        None => None,
+    };
+    let desired = match &saved_plan {
+        Some(_) => None,
+        None => Some(load_specs(config)?),
+    };
+    let store = open(config, Access::Write { wait: args.wait })?;
+    let state = store.load()?;
+    let plan = match saved_plan {
+        Some(plan) => plan,
+        None => make_plan(desired.as_ref().expect("specs loaded when no plan file is given"), &state, config)?,
+    };
+    let revision = args.revision.clone().or_else(|| specs_revision(&config.specs));
+    let context = ApplyContext { now: Some(config.now), actor: args.actor.clone(), revision };
+    let outcome = apply::prepare(&plan, &state, &context)?;
+    if args.plan_file.is_none() {
+        let options = render::text::TextOptions { color: config.color, expand: false };
+        print!("{}", render::text::render_text(&plan, &options));
+    }
+    if !outcome.commit.is_empty() {
+        store.commit(outcome.commit)?;
+    }
+    let skipped = if outcome.skipped > 0 { format!(" ({} already applied)", outcome.skipped) } else { String::new() };
+    println!("Apply complete: {} applied{skipped}.", plural(outcome.applied, "change"));
+    Ok(Outcome::Success)
+}
+
+fn state_command(command: &StateCommand, config: &Config) -> Result<Outcome> {
+    match command {
+        StateCommand::Show { id, format } => state_show(id.as_deref(), *format, config),
+        StateCommand::Export { out } => {
+            let state = open(config, Access::Read)?.load()?;
+            let files = crate::export::export_files(&state);
+            match out {
+                Some(dir) => {
+                    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+                    for (name, text) in &files {
+                        let path = dir.join(name);
+                        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+                    }
+                    eprintln!("Wrote {} to {}.", plural(files.len(), "spec file"), dir.display());
+                }
+                None => {
+                    let documents: Vec<&str> = files.iter().map(|(_, text)| text.as_str()).collect();
+                    print!("{}", documents.join("---\n"));
+                }
+            }
+            Ok(Outcome::Success)
+        }
+        StateCommand::Dump { file } => {
+            let store = open(config, Access::Read)?;
+            if file.as_os_str() == "-" {
+                let mut stdout = std::io::stdout().lock();
+                store.dump(&mut stdout)?;
+                stdout.flush()?;
+            } else {
+                // Write next to the target, then rename: a dump is whole or absent.
+                let temporary = file.with_extension("partial");
+                {
+                    let handle = std::fs::File::create(&temporary)
+                        .with_context(|| format!("cannot write {}", temporary.display()))?;
+                    let mut writer = std::io::BufWriter::new(handle);
+                    store.dump(&mut writer)?;
+                    writer.flush()?;
+                    writer.get_ref().sync_all()?;
+                }
+                std::fs::rename(&temporary, file).with_context(|| format!("cannot write {}", file.display()))?;
+            }
+            Ok(Outcome::Success)
+        }
+        StateCommand::Restore { file, wait } => {
+            store::restore(&config.state, file, *wait)?;
+            eprintln!("Restored {} into {}.", file.display(), config.state);
+            Ok(Outcome::Success)
+        }
+        StateCommand::Check => {
+            let state = open(config, Access::Read)?.load()?;
+            let violations = crate::check::check_state(&state);
+            if violations.is_empty() {
+                let objects: usize = Kind::ALL.iter().map(|kind| state.count(*kind)).sum();
+                println!("The state is consistent: {} checked.", plural(objects, "object"));
+                Ok(Outcome::Success)
+            } else {
+                for violation in &violations {
+                    eprintln!("violation: {violation}");
+                }
+                bail!("the state breaks {}", plural(violations.len(), "invariant"))
+            }
+        }
+    }
+}
+
+/// One object's fields as `state show` prints them (a product with its
+/// invoices).
+fn object_fields(state: &State, kind: Kind, id: &str) -> Option<serde_json::Value> {
+    let mut fields = state.fields(kind, id)?;
+    if kind == Kind::Product {
+        fields.insert("invoices".into(), serde_json::json!(state.invoices_of_product(id)));
+    }
+    Some(serde_json::Value::Object(fields))
+}
+
+/// The object `id`, looked up kind by kind in dependency order (emails
+/// case-insensitively).
+fn find_object(state: &State, id: &str) -> Option<serde_json::Value> {
+    let email = id.to_ascii_lowercase();
+    Kind::ALL.into_iter().find_map(|kind| {
+        let key = if kind == Kind::User { email.as_str() } else { id };
+        object_fields(state, kind, key)
+    })
+}
+
+fn state_show(id: Option<&str>, format: ShowFormat, config: &Config) -> Result<Outcome> {
+    let state = open(config, Access::Read)?.load()?;
+    let value = match id {
+        Some(id) => find_object(&state, id).ok_or_else(|| anyhow!("no object with id `{id}` in the state"))?,
+        None => {
+            let mut all = serde_json::Map::new();
+            for kind in Kind::ALL {
+                let objects: serde_json::Map<String, serde_json::Value> = state
+                    .ids(kind)
+                    .into_iter()
+                    .filter_map(|id| object_fields(&state, kind, &id).map(|fields| (id, fields)))
+                    .collect();
+                all.insert(kind.plural().to_string(), serde_json::Value::Object(objects));
+            }
+            let invoices: serde_json::Map<String, serde_json::Value> = state
+                .invoices
+                .iter()
+                .map(|(id, invoice)| (id.clone(), serde_json::Value::Object(to_fields(invoice))))
+                .collect();
+            all.insert("invoices".into(), serde_json::Value::Object(invoices));
+            serde_json::Value::Object(all)
+        }
+    };
+    match format {
+        ShowFormat::Json => println!("{}", serde_json::to_string_pretty(&value)?),
+        ShowFormat::Yaml => print!("{}", serde_yaml::to_string(&value)?),
+    }
+    Ok(Outcome::Success)
+}
+
+fn read_input(path: &Path) -> Result<String> {
+    let size = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?.len();
+    if size > MAX_INPUT_BYTES {
+        bail!("{} is larger than 1 GiB", path.display());
+    }
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+fn inventory_import(file: &Path, wait: bool, config: &Config) -> Result<Outcome> {
+    let text = read_input(file)?;
+    let store = open(config, Access::Write { wait })?;
+    let state = store.load()?;
+    let path = file.display().to_string();
+    let import = crate::inventory::parse_import(&path, &text, &state, config.now)
+        .map_err(|diagnostics| report(&diagnostics, "in the inventory"))?;
+    let written = import.commit.objects.len() + import.commit.invoices.len();
+    if !import.commit.is_empty() {
+        store.commit(import.commit)?;
+    }
+    println!(
+        "Imported {}, {}, {} ({written} changed).",
+        plural(import.assets, "asset"),
+        plural(import.invoices, "invoice"),
+        plural(import.credits, "credit balance")
+    );
+    Ok(Outcome::Success)
+}
+
+fn accept_invitation(email: &str, wait: bool, config: &Config) -> Result<Outcome> {
+    let email = email.to_ascii_lowercase();
+    let store = open(config, Access::Write { wait })?;
+    let state = store.load()?;
+    let user = state.users.get(&email).ok_or_else(|| anyhow!("no user {email} in the state"))?;
+    if user.status == UserStatus::Active {
+        println!("{email} is already active.");
+        return Ok(Outcome::Success);
+    }
+    let mut accepted = user.clone();
+    accepted.status = UserStatus::Active;
+    accepted.invitation_expires = None;
+    let mut before = Fields::new();
+    before.insert("status".into(), serde_json::json!("invited"));
+    before.insert("invitation_expires".into(), serde_json::to_value(user.invitation_expires)?);
+    let mut after = Fields::new();
+    after.insert("status".into(), serde_json::json!("active"));
+    after.insert("invitation_expires".into(), serde_json::Value::Null);
+    let change = Change::new(
+        Action::Update,
+        Kind::User,
+        email.clone(),
+        user.account.clone(),
+        Some(before),
+        Some(after),
+        "invitation accepted",
+    );
+    let entry = HistoryEntry {
+        seq: 0,
+        time: config.now,
+        plan_id: "invitation-accept".into(),
+        actor: Some(email.clone()),
+        revision: None,
+        change,
+    };
+    store.commit(Commit {
+        objects: vec![(Kind::User, email.clone(), Some(to_fields(&accepted)))],
+        history: vec![entry],
+        ..Commit::default()
+    })?;
+    println!("{email} accepted the invitation to account {} and is now active.", user.account);
+    Ok(Outcome::Success)
+}
+
+fn history(args: &HistoryArgs, config: &Config) -> Result<Outcome> {
+    let entries = open(config, Access::Read)?.history(args.limit)?;
+    let mut stdout = std::io::stdout().lock();
+    for entry in &entries {
+        match args.format {
+            HistoryFormat::Json => writeln!(stdout, "{}", serde_json::to_string(entry)?)?,
+            HistoryFormat::Text => {
+                let change = &entry.change;
+                writeln!(
+                    stdout,
+                    "{:>6}  {}  {}  {}  {} {} {}  ({}){}{}",
+                    entry.seq,
+                    entry.time,
+                    entry.plan_id,
+                    change.id,
+                    change.action.as_str(),
+                    change.kind,
+                    change.object,
+                    change.reason,
+                    entry.actor.as_ref().map(|a| format!("  by {a}")).unwrap_or_default(),
+                    entry.revision.as_ref().map(|r| format!("  at {}", &r[..r.len().min(12)])).unwrap_or_default(),
+                )?;
+            }
+        }
+    }
+    Ok(Outcome::Success)
+}
+
+fn outbox(args: &OutboxArgs, config: &Config) -> Result<Outcome> {
+    let access = if args.drain { Access::Write { wait: args.wait } } else { Access::Read };
+    let store = open(config, access)?;
+    let pending: Vec<_> = store.outbox()?.into_iter().filter(|n| !n.delivered).collect();
+    let mut stdout = std::io::stdout().lock();
+    if args.drain {
+        for notification in &pending {
+            writeln!(stdout, "{}", serde_json::to_string(notification)?)?;
+        }
+        stdout.flush()?;
+        let ids: Vec<String> = pending.iter().map(|n| n.id.clone()).collect();
+        if !ids.is_empty() {
+            store.mark_delivered(&ids)?;
+        }
+    } else {
+        for n in &pending {
+            writeln!(stdout, "{}  {}  {:<10}  {}  {}", n.id, n.time, n.event, n.to, n.message)?;
+        }
+        if pending.is_empty() {
+            writeln!(stdout, "The outbox is empty.")?;
+        }
+    }
+    Ok(Outcome::Success)
+}

@@ -1,0 +1,809 @@
+//! The target state: what the state must become for the specs to hold, with
+//! the ownership rules of contract §2 applied (moves, merges, removals,
+//! `reassign` rules, pins, invitations). [`super::diff`] turns the difference
+//! between the target and the state into changes.
+//!
+//! Assets are the bulk of a large state (a million of them), so the target
+//! keeps only the assets it changes ([`TargetAssets`]), over the state's.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::desired::{Desired, DesiredAccount};
+use crate::diagnostic::Diagnostic;
+use crate::model::{
+    email_domain, grant_id, Account, Asset, AssetKind, Grant, Group, Kind, License, Membership,
+    Organization, Owner, Product, Role, State, Timestamp, User, UserStatus,
+};
+
+use super::Pending;
+
+/// The target of every kind but assets, in full; assets as an overlay.
+pub(crate) struct Target<'s> {
+    pub accounts: BTreeMap<String, Account>,
+    pub users: BTreeMap<String, User>,
+    pub groups: BTreeMap<String, Group>,
+    pub memberships: BTreeMap<String, Membership>,
+    pub organizations: BTreeMap<String, Organization>,
+    pub products: BTreeMap<String, Product>,
+    pub licenses: BTreeMap<String, License>,
+    pub assets: TargetAssets<'s>,
+    pub grants: BTreeMap<String, Grant>,
+    /// Why an object changes, where that is more than "the specs say so".
+    pub reasons: HashMap<(Kind, String), String>,
+    pub pending: Vec<Pending>,
+    pub errors: Vec<Diagnostic>,
+}
+
+/// Assets of the target: the state's, with an overlay of changed and created
+/// ones, and an index by (account, owner) kept up to date as owners change.
+pub(crate) struct TargetAssets<'s> {
+    base: &'s BTreeMap<String, Asset>,
+    pub overlay: BTreeMap<String, Asset>,
+    by_owner: HashMap<(String, Owner), BTreeSet<String>>,
+}
+
+impl<'s> TargetAssets<'s> {
+    fn new(base: &'s BTreeMap<String, Asset>) -> Self {
+        let mut by_owner: HashMap<(String, Owner), BTreeSet<String>> = HashMap::new();
+        for (id, asset) in base {
+            by_owner
+                .entry((asset.account.clone(), asset.owner.clone()))
+                .or_default()
+                .insert(id.clone());
+        }
+        TargetAssets { base, overlay: BTreeMap::new(), by_owner }
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Asset> {
+        self.overlay.get(id).or_else(|| self.base.get(id))
+    }
+
+    /// Ids of the assets of `account` owned by `owner`, sorted.
+    pub fn owned_by(&self, account: &str, owner: &Owner) -> Vec<String> {
+        self.by_owner
+            .get(&(account.to_string(), owner.clone()))
+            .map(|ids| ids.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Every (account, owner) pair that owns at least one asset, sorted.
+    pub fn owners(&self) -> Vec<(String, Owner)> {
+        let mut owners: Vec<(String, Owner)> = self
+            .by_owner
+            .iter()
+            .filter(|(_, ids)| !ids.is_empty())
+            .map(|(key, _)| key.clone())
+            .collect();
+        owners.sort();
+        owners
+    }
+
+    /// Sets (or creates) asset `id`, keeping the index right.
+    pub fn put(&mut self, id: &str, asset: Asset) {
+        if let Some(old) = self.get(id) {
+            let key = (old.account.clone(), old.owner.clone());
+            if let Some(ids) = self.by_owner.get_mut(&key) {
+                ids.remove(id);
+            }
+        }
+        self.by_owner
+            .entry((asset.account.clone(), asset.owner.clone()))
+            .or_default()
+            .insert(id.to_string());
+        self.overlay.insert(id.to_string(), asset);
+    }
+
+    /// Number of assets in `account`.
+    pub fn count_in(&self, account: &str) -> usize {
+        self.by_owner
+            .iter()
+            .filter(|((owner_account, _), _)| owner_account == account)
+            .map(|(_, ids)| ids.len())
+            .sum()
+    }
+
+    /// Up to `limit` asset ids of `account`, sorted.
+    pub fn sample_in(&self, account: &str, limit: usize) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .by_owner
+            .iter()
+            .filter(|((owner_account, _), _)| owner_account == account)
+            .flat_map(|(_, ids)| ids.iter().cloned())
+            .collect();
+        ids.sort();
+        ids.truncate(limit);
+        ids
+    }
+}
+
+/// Builds the target for `desired` over `state` at time `now`.
+pub(crate) fn build<'s>(desired: &Desired, state: &'s State, now: Timestamp) -> Target<'s> {
+    let mut target = Target {
+        accounts: BTreeMap::new(),
+        users: BTreeMap::new(),
+        groups: desired.groups.clone(),
+        memberships: desired.memberships.clone(),
+        organizations: BTreeMap::new(),
+        products: desired.products.clone(),
+        licenses: BTreeMap::new(),
+        assets: TargetAssets::new(&state.assets),
+        grants: state.grants.clone(),
+        reasons: HashMap::new(),
+        pending: Vec::new(),
+        errors: Vec::new(),
+    };
+    let mut builder = Builder { desired, state, now };
+    builder.accounts(&mut target);
+    builder.users(&mut target);
+    builder.organizations_and_licenses(&mut target);
+    builder.pins_and_reassign_rules(&mut target);
+    builder.merges(&mut target);
+    builder.moves(&mut target);
+    builder.orphans(&mut target);
+    builder.grants(&mut target);
+    builder.account_removals(&mut target);
+    builder.connection_requests(&mut target);
+    target.pending.sort_by(|a, b| (a.kind, &a.object, &a.reason).cmp(&(b.kind, &b.object, &b.reason)));
+    target.errors.sort();
+    target.errors.dedup();
+    target
+}
+
+struct Builder<'a> {
+    desired: &'a Desired,
+    state: &'a State,
+    now: Timestamp,
+}
+
+impl<'a> Builder<'a> {
+    /// A diagnostic at the object's declaration, else at its account's
+    /// header, else at the specs folder.
+    fn error(&self, kind: Kind, id: &str, account: &str, message: String) -> Diagnostic {
+        match self
+            .desired
+            .origin(kind, id)
+            .or_else(|| self.desired.origin(Kind::Account, account))
+        {
+            Some(origin) => Diagnostic::at_origin(origin, message),
+            None => Diagnostic::in_file(".", message),
+        }
+    }
+
+    fn desired_account(&self, id: &str) -> Option<&'a DesiredAccount> {
+        self.desired.accounts.get(id)
+    }
+
+    /// Accounts: header fields from the specs, credits from the state, and
+    /// the owner — which changes only when the new owner is active.
+    fn accounts(&mut self, target: &mut Target) {
+        for (id, wanted) in &self.desired.accounts {
+            let current = self.state.accounts.get(id);
+            let mut owner = wanted.owner.clone();
+            if let (Some(current), Some(new_owner)) = (current, wanted.owner.as_ref()) {
+                if current.owner.as_ref() != Some(new_owner) && current.merged_into.is_none() {
+                    let domain = email_domain(new_owner);
+                    if !wanted.domains.iter().any(|d| d == domain) {
+                        target.errors.push(self.error(
+                            Kind::User,
+                            new_owner,
+                            id,
+                            format!(
+                                "account {id}: ownership cannot pass to {new_owner}: domain {domain} is not one of the account's domains ({}); declare an owner in one of them or add {domain} to domains",
+                                wanted.domains.join(", ")
+                            ),
+                        ));
+                    }
+                    let new_owner_active = self
+                        .state
+                        .users
+                        .get(new_owner)
+                        .is_some_and(|user| user.status == UserStatus::Active);
+                    if !new_owner_active && current.owner.is_some() {
+                        target.pending.push(Pending {
+                            kind: Kind::Account,
+                            object: id.clone(),
+                            reason: format!(
+                                "owner -> {new_owner} waits for {new_owner} to accept the invitation"
+                            ),
+                        });
+                        owner = current.owner.clone();
+                    } else {
+                        target.reasons.insert(
+                            (Kind::Account, id.clone()),
+                            match &current.owner {
+                                Some(old) => format!("ownership passes from {old} to {new_owner}"),
+                                None => format!("ownership passes to {new_owner}"),
+                            },
+                        );
+                    }
+                }
+            }
+            target.accounts.insert(
+                id.clone(),
+                Account {
+                    owner,
+                    domains: wanted.domains.clone(),
+                    hub: wanted.hub.clone(),
+                    connections: wanted.connections.clone(),
+                    credits: current.map_or(0, |account| account.credits),
+                    merged_into: wanted.merged_into.clone(),
+                    invite_ttl: wanted.invite_ttl,
+                    successor: wanted.successor.clone(),
+                },
+            );
+        }
+    }
+
+    /// Users: invitations for new ones, re-issued invitations, roles, and a
+    /// previous owner who stays owner while a transfer is pending.
+    fn users(&mut self, target: &mut Target) {
+        for (email, wanted) in &self.desired.users {
+            let ttl = self
+                .desired_account(&wanted.account)
+                .map_or(crate::model::Duration::DEFAULT_INVITE_TTL, |a| a.invite_ttl);
+            let expires_at = add_seconds(self.now, ttl.seconds);
+            let user = match self.state.users.get(email) {
+                None => {
+                    target.reasons.insert(
+                        (Kind::User, email.clone()),
+                        format!("invited to {}", wanted.account),
+                    );
+                    User {
+                        account: wanted.account.clone(),
+                        role: wanted.role,
+                        name: wanted.name.clone(),
+                        status: UserStatus::Invited,
+                        invitation_expires: Some(expires_at),
+                    }
+                }
+                Some(current) => {
+                    let mut invitation_expires = current.invitation_expires;
+                    if current.status == UserStatus::Invited
+                        && current.invitation_expires.is_none_or(|expires| expires <= self.now)
+                    {
+                        invitation_expires = Some(expires_at);
+                        target.reasons.insert(
+                            (Kind::User, email.clone()),
+                            "invitation expired; re-issued".to_string(),
+                        );
+                    }
+                    User {
+                        account: wanted.account.clone(),
+                        role: wanted.role,
+                        name: wanted.name.clone(),
+                        status: current.status,
+                        invitation_expires,
+                    }
+                }
+            };
+            target.users.insert(email.clone(), user);
+        }
+        // A pending ownership transfer keeps the old owner in place and the
+        // new one out of the owner role.
+        for (account_id, account) in &target.accounts {
+            let Some(wanted) = self.desired_account(account_id) else { continue };
+            if account.owner == wanted.owner {
+                continue;
+            }
+            if let Some(new_owner) = &wanted.owner {
+                if let Some(user) = target.users.get_mut(new_owner) {
+                    user.role = self.state.users.get(new_owner).map_or(Role::Member, |u| {
+                        if u.role == Role::Owner { Role::Admin } else { u.role }
+                    });
+                }
+            }
+            if let Some(old_owner) = &account.owner {
+                match (target.users.get_mut(old_owner), self.state.users.get(old_owner)) {
+                    (Some(user), _) => user.role = Role::Owner,
+                    (None, Some(current)) => {
+                        target.users.insert(old_owner.clone(), current.clone());
+                        target.pending.push(Pending {
+                            kind: Kind::User,
+                            object: old_owner.clone(),
+                            reason: format!(
+                                "removal waits for the ownership transfer of account {account_id}"
+                            ),
+                        });
+                    }
+                    (None, None) => {}
+                }
+            }
+        }
+        // Users of a removed account go with it; users of kept accounts who
+        // are no longer declared are removed (their assets pass on, below).
+        for (email, user) in &self.state.users {
+            if !target.users.contains_key(email) {
+                target.reasons.insert(
+                    (Kind::User, email.clone()),
+                    format!("no longer declared in account {}", user.account),
+                );
+            }
+        }
+    }
+
+    /// Organizations, and licenses: as declared; those of a merged account
+    /// follow it into the account it merges into.
+    fn organizations_and_licenses(&mut self, target: &mut Target) {
+        target.organizations = self.desired.organizations.clone();
+        target.licenses = self.desired.licenses.clone();
+        for (id, organization) in &self.state.organizations {
+            if target.organizations.contains_key(id) {
+                continue;
+            }
+            if let Some(into) = self.merged_into(&organization.account) {
+                target.organizations.insert(id.clone(), Organization { account: into.clone() });
+                target.reasons.insert(
+                    (Kind::Organization, id.clone()),
+                    format!("merge of {} into {into}", organization.account),
+                );
+                for (product_id, product) in &self.state.products {
+                    if product.organization == *id && !target.products.contains_key(product_id) {
+                        target.products.insert(product_id.clone(), product.clone());
+                    }
+                }
+            }
+        }
+        for (id, license) in &self.state.licenses {
+            if target.licenses.contains_key(id) {
+                continue;
+            }
+            if let Some(into) = self.merged_into(&license.account) {
+                let assignee = license
+                    .assignee
+                    .clone()
+                    .filter(|email| target.users.get(email).is_some_and(|u| u.account == into));
+                target.licenses.insert(
+                    id.clone(),
+                    License { account: into.clone(), assignee, ..license.clone() },
+                );
+                target.reasons.insert(
+                    (Kind::License, id.clone()),
+                    format!("merge of {} into {into}", license.account),
+                );
+            }
+        }
+        // Containers that change account need a connection.
+        for (id, organization) in &target.organizations {
+            if let Some(current) = self.state.organizations.get(id) {
+                if current.account != organization.account
+                    && self.merged_into(&current.account).as_deref() != Some(&organization.account)
+                {
+                    if let Err(message) = self.connected(&current.account, &organization.account) {
+                        target.errors.push(self.error(
+                            Kind::Organization,
+                            id,
+                            &organization.account,
+                            format!("organization {id} cannot move from {} to {}: {message}", current.account, organization.account),
+                        ));
+                    }
+                }
+            }
+        }
+        for (id, license) in &target.licenses {
+            if let Some(current) = self.state.licenses.get(id) {
+                if current.account != license.account
+                    && self.merged_into(&current.account).as_deref() != Some(&license.account)
+                {
+                    if let Err(message) = self.connected(&current.account, &license.account) {
+                        target.errors.push(self.error(
+                            Kind::License,
+                            id,
+                            &license.account,
+                            format!("license {id} cannot move from {} to {}: {message}", current.account, license.account),
+                        ));
+                    }
+                }
+            }
+        }
+        for (id, product) in &target.products {
+            let Some(current) = self.state.products.get(id) else { continue };
+            if current.organization == product.organization {
+                continue;
+            }
+            let from = self.state.organizations.get(&current.organization).map(|o| o.account.clone());
+            let to = target.organizations.get(&product.organization).map(|o| o.account.clone());
+            if let (Some(from), Some(to)) = (from, to) {
+                if from != to && self.merged_into(&from).as_deref() != Some(&to) {
+                    if let Err(message) = self.connected(&from, &to) {
+                        target.errors.push(self.error(
+                            Kind::Product,
+                            id,
+                            &to,
+                            format!("product {id} cannot move from organization {} ({from}) to {} ({to}): {message}", current.organization, product.organization),
+                        ));
+                    }
+                }
+            }
+            target.reasons.insert(
+                (Kind::Product, id.clone()),
+                format!(
+                    "moves from organization {} to {}; invoices stay with {}",
+                    current.organization, product.organization, current.organization
+                ),
+            );
+        }
+    }
+
+    /// `reassign` rules in order, then pins (an explicit pin wins).
+    fn pins_and_reassign_rules(&mut self, target: &mut Target) {
+        for (account, rules) in &self.desired.reassign {
+            for rule in rules {
+                for id in target.assets.owned_by(account, &rule.from) {
+                    let Some(asset) = target.assets.get(&id) else { continue };
+                    let kind_matches = rule.kinds.is_empty()
+                        || AssetKind::of_asset_id(&id).is_some_and(|kind| rule.kinds.contains(&kind));
+                    if !kind_matches {
+                        continue;
+                    }
+                    let mut asset = asset.clone();
+                    asset.owner = rule.to.clone();
+                    for (key, value) in &rule.tag {
+                        asset.tags.insert(key.clone(), value.clone());
+                    }
+                    target.assets.put(&id, asset);
+                    target.reasons.insert(
+                        (Kind::Asset, id.clone()),
+                        format!("reassign rule {} of account {account}", rule.number),
+                    );
+                }
+            }
+        }
+        for (id, pin) in &self.desired.pins {
+            let asset = match target.assets.get(id) {
+                Some(current) => {
+                    let mut asset = current.clone();
+                    asset.account = pin.account.clone();
+                    asset.owner = pin.owner.clone();
+                    for (key, value) in &pin.tags {
+                        asset.tags.insert(key.clone(), value.clone());
+                    }
+                    asset
+                }
+                None => Asset {
+                    account: pin.account.clone(),
+                    owner: pin.owner.clone(),
+                    creator: pin.owner.user().map(str::to_string),
+                    folder: None,
+                    versions: Vec::new(),
+                    tags: pin.tags.clone(),
+                },
+            };
+            if target.assets.get(id) != Some(&asset) {
+                target.reasons.insert((Kind::Asset, id.clone()), format!("pinned in account {}", pin.account));
+                target.assets.put(id, asset);
+            }
+        }
+    }
+
+    /// The account `account` merges into, if the specs merge it.
+    fn merged_into(&self, account: &str) -> Option<String> {
+        self.desired_account(account).and_then(|a| a.merged_into.clone())
+    }
+
+    /// `merged_into`: credits add up and assets follow into the other account.
+    fn merges(&mut self, target: &mut Target) {
+        for (from, wanted) in &self.desired.accounts {
+            let Some(into) = &wanted.merged_into else { continue };
+            let credits = target.accounts.get(from).map_or(0, |a| a.credits);
+            if credits != 0 {
+                if let Some(account) = target.accounts.get_mut(from) {
+                    account.credits = 0;
+                }
+                if let Some(account) = target.accounts.get_mut(into) {
+                    account.credits += credits;
+                }
+                let reason = format!("merge of {from} into {into}: credits add up");
+                target.reasons.insert((Kind::Account, from.clone()), reason.clone());
+                target.reasons.insert((Kind::Account, into.clone()), reason);
+            }
+            let owners: Vec<(String, Owner)> =
+                target.assets.owners().into_iter().filter(|(account, _)| account == from).collect();
+            for (_, owner) in owners {
+                for id in target.assets.owned_by(from, &owner) {
+                    let Some(asset) = target.assets.get(&id) else { continue };
+                    let mut asset = asset.clone();
+                    asset.account = into.clone();
+                    target.assets.put(&id, asset);
+                    target.reasons.insert((Kind::Asset, id.clone()), format!("merge of {from} into {into}"));
+                }
+            }
+        }
+    }
+
+    /// Whether two accounts may exchange objects (contract 2.1): `Ok`, or
+    /// why not.
+    fn connected(&self, a: &str, b: &str) -> Result<(), String> {
+        if a == b {
+            return Ok(());
+        }
+        let header = |id: &str| -> Option<(Option<String>, Vec<String>, Option<String>)> {
+            if let Some(wanted) = self.desired_account(id) {
+                Some((wanted.hub.clone(), wanted.connections.clone(), wanted.merged_into.clone()))
+            } else {
+                self.state
+                    .accounts
+                    .get(id)
+                    .map(|account| (account.hub.clone(), account.connections.clone(), account.merged_into.clone()))
+            }
+        };
+        let (Some((hub_a, connections_a, merged_a)), Some((hub_b, connections_b, merged_b))) =
+            (header(a), header(b))
+        else {
+            return Err("one of the accounts does not exist".to_string());
+        };
+        if merged_a.as_deref() == Some(b) || merged_b.as_deref() == Some(a) {
+            return Ok(());
+        }
+        if hub_a.as_deref() == Some(b) || hub_b.as_deref() == Some(a) {
+            return Ok(());
+        }
+        if hub_a.is_some() && hub_a == hub_b {
+            return Ok(());
+        }
+        let a_lists_b = connections_a.iter().any(|c| c == b);
+        let b_lists_a = connections_b.iter().any(|c| c == a);
+        match (a_lists_b, b_lists_a) {
+            (true, true) => Ok(()),
+            (true, false) => Err(format!("{b} does not list {a} in connections")),
+            (false, true) => Err(format!("{a} does not list {b} in connections")),
+            (false, false) => Err(format!(
+                "the accounts are not connected (no shared hub, and neither lists the other in connections)"
+            )),
+        }
+    }
+
+    /// Users declared in another account than the state's are moved, with
+    /// what they own (contract 2.3).
+    fn moves(&mut self, target: &mut Target) {
+        for (email, wanted) in &self.desired.users {
+            let Some(current) = self.state.users.get(email) else { continue };
+            let from = &current.account;
+            let to = &wanted.account;
+            if from == to {
+                continue;
+            }
+            if let Err(message) = self.connected(from, to) {
+                target.errors.push(self.error(
+                    Kind::User,
+                    email,
+                    to,
+                    format!("{email} cannot move from {from} to {to}: {message}"),
+                ));
+                continue;
+            }
+            let rule = wanted.move_rule.clone().unwrap_or_default();
+            let successor = match &rule.successor {
+                Some(successor) => {
+                    if target.users.get(successor).is_none_or(|u| &u.account != from) {
+                        target.errors.push(self.error(
+                            Kind::User,
+                            email,
+                            to,
+                            format!("user {email}: move.successor {successor} is not a user of {from}, the account {email} moves from"),
+                        ));
+                        continue;
+                    }
+                    Some(successor.clone())
+                }
+                None => target.accounts.get(from).and_then(|a| a.owner.clone()),
+            };
+            target.reasons.insert((Kind::User, email.clone()), format!("moves from {from} to {to}"));
+            let owner = Owner::User(email.clone());
+            let folder_name = rule.folder.clone().unwrap_or_else(|| format!("Moved from {from}"));
+            let folder_id = moved_folder_id(to, email, &folder_name);
+            let mut created_folder = false;
+            for id in target.assets.owned_by(from, &owner) {
+                let Some(asset) = target.assets.get(&id) else { continue };
+                let mut asset = asset.clone();
+                let kind = AssetKind::of_asset_id(&id);
+                let all_versions_owned = asset.versions.iter().all(|v| v == email);
+                let brings = kind.is_some_and(|k| {
+                    rule.bring.contains(&k)
+                        && k != AssetKind::Folder
+                        && k != AssetKind::View
+                        && (k != AssetKind::Proof || all_versions_owned)
+                });
+                if brings {
+                    asset.account = to.clone();
+                    if kind == Some(AssetKind::File) {
+                        asset.folder = Some(folder_id.clone());
+                        created_folder = true;
+                    } else {
+                        asset.folder = None;
+                    }
+                    target.reasons.insert((Kind::Asset, id.clone()), format!("moves with {email} from {from} to {to}"));
+                } else {
+                    let Some(successor) = &successor else { continue };
+                    asset.owner = Owner::User(successor.clone());
+                    for version in &mut asset.versions {
+                        if version == email {
+                            *version = successor.clone();
+                        }
+                    }
+                    if kind == Some(AssetKind::Folder) {
+                        let grant = grant_id(&id, email);
+                        target.grants.insert(
+                            grant.clone(),
+                            Grant { account: from.clone(), asset: id.clone(), user: email.clone(), level: "read".into() },
+                        );
+                        target.reasons.insert((Kind::Grant, grant), format!("{email} keeps read access after moving to {to}"));
+                    }
+                    target.reasons.insert(
+                        (Kind::Asset, id.clone()),
+                        format!("left by {email} (moves to {to}), passes to {successor}"),
+                    );
+                }
+                target.assets.put(&id, asset);
+            }
+            if created_folder && target.assets.get(&folder_id).is_none() {
+                let mut tags = BTreeMap::new();
+                tags.insert("name".to_string(), folder_name.clone());
+                target.assets.put(
+                    &folder_id,
+                    Asset {
+                        account: to.clone(),
+                        owner: owner.clone(),
+                        creator: Some(email.clone()),
+                        folder: None,
+                        versions: Vec::new(),
+                        tags,
+                    },
+                );
+                target.reasons.insert((Kind::Asset, folder_id.clone()), format!("receives the files {email} brings from {from}"));
+            }
+        }
+    }
+
+    /// Assets whose owner no longer exists in their account (a removed user
+    /// or group, an inventory record naming someone unknown) pass to the
+    /// account's successor, or its owner.
+    fn orphans(&mut self, target: &mut Target) {
+        for (account, owner) in target.assets.owners() {
+            let exists = match &owner {
+                Owner::User(email) => target.users.get(email).is_some_and(|u| u.account == account),
+                Owner::Group(name) => target.groups.contains_key(&crate::model::group_id(&account, name)),
+            };
+            if exists {
+                continue;
+            }
+            let Some(target_account) = target.accounts.get(&account) else { continue };
+            if target_account.merged_into.is_some() {
+                continue;
+            }
+            let successor = target_account
+                .successor
+                .clone()
+                .filter(|s| target.users.get(s).is_some_and(|u| u.account == account))
+                .or_else(|| target_account.owner.clone());
+            let Some(successor) = successor else { continue };
+            let why = match &owner {
+                Owner::User(email) if self.state.users.contains_key(email) => format!("{email} is removed"),
+                Owner::User(email) => format!("{email} is not a user of {account}"),
+                Owner::Group(name) => format!("group {name} is removed"),
+            };
+            for id in target.assets.owned_by(&account, &owner) {
+                let Some(asset) = target.assets.get(&id) else { continue };
+                let mut asset = asset.clone();
+                if let Owner::User(email) = &owner {
+                    for version in &mut asset.versions {
+                        if version == email {
+                            *version = successor.clone();
+                        }
+                    }
+                }
+                asset.owner = Owner::User(successor.clone());
+                target.assets.put(&id, asset);
+                target.reasons.insert((Kind::Asset, id.clone()), format!("{why}; passes to successor {successor}"));
+            }
+        }
+    }
+
+    /// Grants to users who no longer exist end.
+    fn grants(&mut self, target: &mut Target) {
+        target.grants.retain(|_, grant| target.users.contains_key(&grant.user) && target.assets.get(&grant.asset).is_some());
+    }
+
+    /// An account no longer declared is removed, but only when nothing of
+    /// value is left in it (contract 2.7).
+    fn account_removals(&mut self, target: &mut Target) {
+        for (id, account) in &self.state.accounts {
+            if target.accounts.contains_key(id) {
+                continue;
+            }
+            let mut holds = Vec::new();
+            let assets = target.assets.count_in(id);
+            if assets > 0 {
+                let sample = target.assets.sample_in(id, 3).join(", ");
+                holds.push(format!("{assets} asset(s) ({sample}{})", if assets > 3 { ", …" } else { "" }));
+            }
+            let organizations: Vec<&String> =
+                target.organizations.iter().filter(|(_, o)| &o.account == id).map(|(k, _)| k).collect();
+            let organizations_in_state: Vec<&String> = self
+                .state
+                .organizations
+                .iter()
+                .filter(|(k, o)| &o.account == id && !target.organizations.contains_key(*k))
+                .map(|(k, _)| k)
+                .collect();
+            let organizations: Vec<&String> = organizations.into_iter().chain(organizations_in_state).collect();
+            if !organizations.is_empty() {
+                holds.push(format!("{} organization(s) ({})", organizations.len(), join_some(&organizations)));
+            }
+            let licenses: Vec<&String> = self
+                .state
+                .licenses
+                .iter()
+                .filter(|(k, l)| &l.account == id && !target.licenses.contains_key(*k))
+                .map(|(k, _)| k)
+                .chain(target.licenses.iter().filter(|(_, l)| &l.account == id).map(|(k, _)| k))
+                .collect();
+            if !licenses.is_empty() {
+                holds.push(format!("{} license(s) ({})", licenses.len(), join_some(&licenses)));
+            }
+            if account.credits != 0 {
+                holds.push(format!("{} credits", account.credits));
+            }
+            if !holds.is_empty() {
+                let mut files = String::new();
+                if let Some(paths) = self.desired.account_files.get(id) {
+                    files = format!(" ({})", paths.join(", "));
+                }
+                target.errors.push(Diagnostic::in_file(
+                    ".",
+                    format!(
+                        "account {id} cannot be removed{files}: it still holds {}; merge it (merged_into) or move them to another account first",
+                        holds.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+
+    /// A connection listed by one side only is a request: pending.
+    fn connection_requests(&mut self, target: &mut Target) {
+        for (id, account) in &self.desired.accounts {
+            for other in &account.connections {
+                let consents = self.desired_account(other).is_some_and(|o| o.connections.contains(id));
+                if !consents {
+                    target.pending.push(Pending {
+                        kind: Kind::Account,
+                        object: id.clone(),
+                        reason: format!("connection to {other} waits for {other} to list {id} in connections"),
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn join_some(ids: &[&String]) -> String {
+    let mut shown: Vec<&str> = ids.iter().take(3).map(|s| s.as_str()).collect();
+    if ids.len() > 3 {
+        shown.push("…");
+    }
+    shown.join(", ")
+}
+
+/// `now` plus some seconds, saturating at the largest timestamp.
+fn add_seconds(now: Timestamp, seconds: u64) -> Timestamp {
+    let seconds = i64::try_from(seconds).unwrap_or(i64::MAX);
+    now.checked_add(jiff::SignedDuration::from_secs(seconds)).unwrap_or(Timestamp::MAX)
+}
+
+/// The id of the folder that receives the files a user brings: stable for
+/// the same user, destination and folder name.
+pub(crate) fn moved_folder_id(account: &str, email: &str, folder_name: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let slug: String = folder_name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .collect::<String>()
+        .split('-')
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join("-");
+    let digest = Sha256::digest(format!("{account}\0{email}\0{folder_name}"));
+    let short: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    let slug = if slug.is_empty() { "moved".to_string() } else { slug.chars().take(60).collect() };
+    format!("folder/{slug}-{short}")
+}
