@@ -104,15 +104,30 @@ pub struct PlanArgs {
     /// List folded changes one by one.
     #[arg(long)]
     pub expand: bool,
+    /// Check that EMAIL may make every change (roles are read from the state).
+    #[arg(long, value_name = "EMAIL")]
+    pub actor: Option<String>,
+    /// Refuse a plan that removes more than PCT percent of all users or of all group memberships.
+    #[arg(long, value_name = "PCT", default_value_t = 25.0)]
+    pub max_removal: f64,
+    /// Allow a plan past the removal guard.
+    #[arg(long)]
+    pub allow_removals: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
     /// A plan saved with `deed plan --out`; without it, plan and apply the specs.
     pub plan_file: Option<PathBuf>,
-    /// Who applies: recorded in the history.
+    /// Who applies: checked like `plan --actor`, and recorded in the history.
     #[arg(long, value_name = "EMAIL")]
     pub actor: Option<String>,
+    /// Refuse a plan that removes more than PCT percent of all users or of all group memberships.
+    #[arg(long, value_name = "PCT", default_value_t = 25.0)]
+    pub max_removal: f64,
+    /// Allow a plan past the removal guard.
+    #[arg(long)]
+    pub allow_removals: bool,
     /// Wait for another deed process to release the state instead of failing.
     #[arg(long)]
     pub wait: bool,

@@ -113,10 +113,36 @@ fn state_after(plan: &Plan, state: &State) -> State {
     after
 }
 
+/// The removal guard and `--actor`: every reason the plan may not be applied.
+fn refusals(plan: &Plan, state: &State, actor: Option<&str>, max_removal: f64, allow_removals: bool) -> Result<()> {
+    if let Some(actor) = actor {
+        let refused = plan::authorize(plan, state, actor);
+        if !refused.is_empty() {
+            for refusal in &refused {
+                eprintln!("refused: {refusal}");
+            }
+            bail!("{actor} is not authorized to make {} of this plan; nothing was changed", plural(refused.len(), "change"));
+        }
+    }
+    if !allow_removals {
+        plan::RemovalCount::of(plan, state).check(max_removal).map_err(|message| anyhow!("{message}"))?;
+    }
+    Ok(())
+}
+
+fn check_max_removal(max_removal: f64) -> Result<()> {
+    if !(0.0..=100.0).contains(&max_removal) {
+        bail!("--max-removal {max_removal}: give a percentage from 0 to 100");
+    }
+    Ok(())
+}
+
 fn plan_command(args: &PlanArgs, config: &Config) -> Result<Outcome> {
+    check_max_removal(args.max_removal)?;
     let desired = load_specs(config)?;
     let state = open(config, Access::Read)?.load()?;
     let plan = make_plan(&desired, &state, config)?;
+    refusals(&plan, &state, args.actor.as_deref(), args.max_removal, args.allow_removals)?;
     if let Some(out) = &args.out {
         std::fs::write(out, render::json::render_json(&plan))
             .with_context(|| format!("cannot write the plan to {}", out.display()))?;
@@ -198,6 +224,7 @@ fn read_plan_file(path: &Path) -> Result<Plan> {
 }
 
 fn apply_command(args: &ApplyArgs, config: &Config) -> Result<Outcome> {
+    check_max_removal(args.max_removal)?;
     // Read the specs (or the plan file) before taking the lock.
     let saved_plan = match &args.plan_file {
         Some(path) => Some(read_plan_file(path)?),
@@ -213,6 +240,7 @@ fn apply_command(args: &ApplyArgs, config: &Config) -> Result<Outcome> {
         Some(plan) => plan,
         None => make_plan(desired.as_ref().expect("specs loaded when no plan file is given"), &state, config)?,
     };
+    refusals(&plan, &state, args.actor.as_deref(), args.max_removal, args.allow_removals)?;
     let revision = args.revision.clone().or_else(|| specs_revision(&config.specs));
     let context = ApplyContext { now: Some(config.now), actor: args.actor.clone(), revision };
     let outcome = apply::prepare(&plan, &state, &context)?;

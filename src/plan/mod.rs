@@ -7,7 +7,9 @@
 
 mod changes;
 mod diff;
+mod guard;
 mod target;
 
 pub use changes::{Action, Change, Pending, Plan, Summary, FORMAT_VERSION};
 pub use diff::{plan, PlanConfig};
+pub use guard::{authorize, RemovalCount};
