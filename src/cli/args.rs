@@ -15,11 +15,23 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 )]
 pub struct Cli {
     /// Folder of spec files (*.yaml, *.yml), read recursively.
-    #[arg(long, global = true, env = "DEED_SPECS", default_value = "./specs", value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        env = "DEED_SPECS",
+        default_value = "./specs",
+        value_name = "DIR"
+    )]
     pub specs: PathBuf,
 
     /// The state: a sled folder, a dump file (read-only), or a postgres:// URL.
-    #[arg(long, global = true, env = "DEED_STATE", default_value = "./.deed", value_name = "STATE")]
+    #[arg(
+        long,
+        global = true,
+        env = "DEED_STATE",
+        default_value = "./.deed",
+        value_name = "STATE"
+    )]
     pub state: String,
 
     #[command(subcommand)]
@@ -33,11 +45,15 @@ pub enum Command {
     Validate,
 
     /// Show what apply would change (a dry run); change nothing.
-    #[command(after_help = "Examples:\n  deed plan\n  deed plan --format json --out plan.json\n  deed plan --diff --expand\n  deed plan --detailed-exitcode   # exit 2 when there are changes")]
+    #[command(
+        after_help = "Examples:\n  deed plan\n  deed plan --format json --out plan.json\n  deed plan --diff --expand\n  deed plan --detailed-exitcode   # exit 2 when there are changes"
+    )]
     Plan(PlanArgs),
 
     /// Apply the specs, or exactly a saved plan.
-    #[command(after_help = "Examples:\n  deed apply\n  deed apply plan.json --actor alice@acme.com\n  deed apply --wait")]
+    #[command(
+        after_help = "Examples:\n  deed apply\n  deed apply plan.json --actor alice@acme.com\n  deed apply --wait"
+    )]
     Apply(ApplyArgs),
 
     /// Inspect, export, back up and check the state.
@@ -57,15 +73,21 @@ pub enum Command {
     History(HistoryArgs),
 
     /// Queued notifications.
-    #[command(after_help = "Examples:\n  deed outbox\n  deed outbox --drain > notifications.jsonl")]
+    #[command(
+        after_help = "Examples:\n  deed outbox\n  deed outbox --drain > notifications.jsonl"
+    )]
     Outbox(OutboxArgs),
 
     /// Print the JSON Schema of a spec fragment, for editors.
-    #[command(after_help = "Example:\n  deed schema > deed.schema.json\n  # then, first line of a spec file:\n  # yaml-language-server: $schema=./deed.schema.json")]
+    #[command(
+        after_help = "Example:\n  deed schema > deed.schema.json\n  # then, first line of a spec file:\n  # yaml-language-server: $schema=./deed.schema.json"
+    )]
     Schema,
 
     /// Print shell completions.
-    #[command(after_help = "Examples:\n  deed completions bash > /etc/bash_completion.d/deed\n  deed completions zsh > \"${fpath[1]}/_deed\"\n  deed completions fish > ~/.config/fish/completions/deed.fish")]
+    #[command(
+        after_help = "Examples:\n  deed completions bash > /etc/bash_completion.d/deed\n  deed completions zsh > \"${fpath[1]}/_deed\"\n  deed completions fish > ~/.config/fish/completions/deed.fish"
+    )]
     Completions {
         #[arg(value_enum)]
         shell: Shell,
@@ -139,7 +161,9 @@ pub struct ApplyArgs {
 #[derive(Debug, Subcommand)]
 pub enum StateCommand {
     /// Show the state, or one object by id, as YAML or JSON.
-    #[command(after_help = "Examples:\n  deed state show acme\n  deed state show bob@acme.com --format json\n  deed state show dataset/ds-1")]
+    #[command(
+        after_help = "Examples:\n  deed state show acme\n  deed state show bob@acme.com --format json\n  deed state show dataset/ds-1"
+    )]
     Show {
         /// An object id: account, email, group (acme/analysts), membership, organization, product, license, asset (dataset/ds-1), grant.
         id: Option<String>,
@@ -147,7 +171,9 @@ pub enum StateCommand {
         format: ShowFormat,
     },
     /// Write specs equivalent to the state (bootstraps a repository).
-    #[command(after_help = "Examples:\n  deed state export --out ./specs\n  deed state export > all.yaml")]
+    #[command(
+        after_help = "Examples:\n  deed state export --out ./specs\n  deed state export > all.yaml"
+    )]
     Export {
         /// Folder to write one <account>.yaml per account into; without it, print.
         #[arg(long, value_name = "DIR")]
@@ -180,7 +206,9 @@ pub enum ShowFormat {
 #[derive(Debug, Subcommand)]
 pub enum InventoryCommand {
     /// Add or update assets, invoices and credits (JSON lines or a YAML list).
-    #[command(after_help = "Example:\n  deed inventory import inventory.jsonl\n\nA record per line:\n  {\"type\": \"asset\", \"id\": \"file/f-9\", \"account\": \"acme\", \"owner\": \"user:bob@acme.com\"}\n  {\"type\": \"invoice\", \"id\": \"inv-2026-11\", \"product\": \"prod-7\", \"organization\": \"research\"}\n  {\"type\": \"credits\", \"account\": \"acme\", \"balance\": 5000}")]
+    #[command(
+        after_help = "Example:\n  deed inventory import inventory.jsonl\n\nA record per line:\n  {\"type\": \"asset\", \"id\": \"file/f-9\", \"account\": \"acme\", \"owner\": \"user:bob@acme.com\"}\n  {\"type\": \"invoice\", \"id\": \"inv-2026-11\", \"product\": \"prod-7\", \"organization\": \"research\"}\n  {\"type\": \"credits\", \"account\": \"acme\", \"balance\": 5000}"
+    )]
     Import {
         file: PathBuf,
         #[arg(long)]

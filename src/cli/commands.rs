@@ -7,8 +7,8 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Context, Result};
 
 use super::args::{
-    ApplyArgs, Command, HistoryArgs, HistoryFormat, InventoryCommand, InvitationsCommand, OutboxArgs,
-    PlanArgs, PlanFormat, Shell, ShowFormat, StateCommand,
+    ApplyArgs, Command, HistoryArgs, HistoryFormat, InventoryCommand, InvitationsCommand,
+    OutboxArgs, PlanArgs, PlanFormat, Shell, ShowFormat, StateCommand,
 };
 use super::{Config, Outcome};
 use crate::apply::{self, ApplyContext};
@@ -28,8 +28,12 @@ pub fn run(command: &Command, config: &Config) -> Result<Outcome> {
         Command::Plan(args) => plan_command(args, config),
         Command::Apply(args) => apply_command(args, config),
         Command::State(command) => state_command(command, config),
-        Command::Inventory(InventoryCommand::Import { file, wait }) => inventory_import(file, *wait, config),
-        Command::Invitations(InvitationsCommand::Accept { email, wait }) => accept_invitation(email, *wait, config),
+        Command::Inventory(InventoryCommand::Import { file, wait }) => {
+            inventory_import(file, *wait, config)
+        }
+        Command::Invitations(InvitationsCommand::Accept { email, wait }) => {
+            accept_invitation(email, *wait, config)
+        }
         Command::History(args) => history(args, config),
         Command::Outbox(args) => outbox(args, config),
         Command::Schema => {
@@ -56,7 +60,10 @@ fn report(diagnostics: &[Diagnostic], what: &str) -> anyhow::Error {
     for diagnostic in diagnostics {
         let _ = writeln!(stderr, "{diagnostic}");
     }
-    anyhow!("{} {what}; nothing was changed", plural(diagnostics.len(), "problem"))
+    anyhow!(
+        "{} {what}; nothing was changed",
+        plural(diagnostics.len(), "problem")
+    )
 }
 
 fn plural(count: usize, noun: &str) -> String {
@@ -101,7 +108,9 @@ fn state_after(plan: &Plan, state: &State) -> State {
         let next = match change.action {
             Action::Remove => None,
             _ => {
-                let mut fields: Fields = after.fields(change.kind, &change.object).unwrap_or_default();
+                let mut fields: Fields = after
+                    .fields(change.kind, &change.object)
+                    .unwrap_or_default();
                 for (name, value) in change.after.iter().flatten() {
                     fields.insert(name.clone(), value.clone());
                 }
@@ -113,21 +122,33 @@ fn state_after(plan: &Plan, state: &State) -> State {
     after
 }
 
-/// The removal guard and `--actor`: every reason the plan may not be applied.
-fn refusals(plan: &Plan, state: &State, actor: Option<&str>, max_removal: f64, allow_removals: bool) -> Result<()> {
-    if let Some(actor) = actor {
-        let refused = plan::authorize(plan, state, actor);
-        if !refused.is_empty() {
-            for refusal in &refused {
-                eprintln!("refused: {refusal}");
-            }
-            bail!("{actor} is not authorized to make {} of this plan; nothing was changed", plural(refused.len(), "change"));
-        }
+/// `--actor`: refuses the plan when the actor may not make every change.
+fn authorization(plan: &Plan, state: &State, actor: Option<&str>) -> Result<()> {
+    let Some(actor) = actor else { return Ok(()) };
+    let refused = plan::authorize(plan, state, actor);
+    if refused.is_empty() {
+        return Ok(());
     }
-    if !allow_removals {
-        plan::RemovalCount::of(plan, state).check(max_removal).map_err(|message| anyhow!("{message}"))?;
+    for refusal in &refused {
+        eprintln!("refused: {refusal}");
     }
-    Ok(())
+    bail!(
+        "{actor} is not authorized to make {} of this plan; nothing was changed",
+        plural(refused.len(), "change")
+    )
+}
+
+/// The removal guard: why the plan removes too much, if it does.
+fn removal_guard(
+    plan: &Plan,
+    state: &State,
+    max_removal: f64,
+    allow_removals: bool,
+) -> Result<(), String> {
+    if allow_removals {
+        return Ok(());
+    }
+    plan::RemovalCount::of(plan, state).check(max_removal)
 }
 
 fn check_max_removal(max_removal: f64) -> Result<()> {
@@ -137,33 +158,64 @@ fn check_max_removal(max_removal: f64) -> Result<()> {
     Ok(())
 }
 
+/// The accounts whose YAML a plan changes: where each change lands and,
+/// for moves, where it leaves from. Sorted.
+fn changed_accounts(plan: &Plan) -> Vec<String> {
+    let mut accounts: Vec<String> = plan
+        .changes
+        .iter()
+        .flat_map(|change| {
+            let from = change
+                .before
+                .as_ref()
+                .and_then(|f| f.get("account"))
+                .and_then(|v| v.as_str())
+                .map(str::to_string);
+            std::iter::once(change.account.clone()).chain(from)
+        })
+        .collect();
+    accounts.sort();
+    accounts.dedup();
+    accounts
+}
+
 fn plan_command(args: &PlanArgs, config: &Config) -> Result<Outcome> {
     check_max_removal(args.max_removal)?;
     let desired = load_specs(config)?;
     let state = open(config, Access::Read)?.load()?;
     let plan = make_plan(&desired, &state, config)?;
-    refusals(&plan, &state, args.actor.as_deref(), args.max_removal, args.allow_removals)?;
+    authorization(&plan, &state, args.actor.as_deref())?;
+    let refusal = removal_guard(&plan, &state, args.max_removal, args.allow_removals).err();
     if let Some(out) = &args.out {
-        std::fs::write(out, render::json::render_json(&plan))
-            .with_context(|| format!("cannot write the plan to {}", out.display()))?;
+        if refusal.is_none() {
+            std::fs::write(out, render::json::render_json(&plan))
+                .with_context(|| format!("cannot write the plan to {}", out.display()))?;
+        }
     }
     let diff = if args.diff {
-        let mut accounts: Vec<String> = plan.changes.iter().map(|c| c.account.clone()).collect();
-        accounts.dedup();
         let after = state_after(&plan, &state);
         let color = config.color && args.format == PlanFormat::Text;
-        Some(render::diff::render_diff(&state, &after, &accounts, color))
+        Some(render::diff::render_diff(
+            &state,
+            &after,
+            &changed_accounts(&plan),
+            color,
+        ))
     } else {
         None
     };
     let mut stdout = std::io::stdout().lock();
     match args.format {
         PlanFormat::Json => stdout.write_all(render::json::render_json(&plan).as_bytes())?,
-        PlanFormat::Markdown => {
-            stdout.write_all(render::markdown::render_markdown(&plan, diff.as_deref()).as_bytes())?
-        }
+        PlanFormat::Markdown => stdout.write_all(
+            render::markdown::render_markdown(&plan, diff.as_deref(), refusal.as_deref())
+                .as_bytes(),
+        )?,
         PlanFormat::Text => {
-            let options = render::text::TextOptions { color: config.color, expand: args.expand };
+            let options = render::text::TextOptions {
+                color: config.color,
+                expand: args.expand,
+            };
             if let Some(diff) = &diff {
                 stdout.write_all(diff.as_bytes())?;
                 if !diff.is_empty() {
@@ -174,6 +226,9 @@ fn plan_command(args: &PlanArgs, config: &Config) -> Result<Outcome> {
         }
     }
     stdout.flush()?;
+    if let Some(refusal) = refusal {
+        bail!("{refusal}");
+    }
     if args.detailed_exitcode && !plan.is_empty() {
         Ok(Outcome::Changes)
     } else {
@@ -198,13 +253,16 @@ fn specs_revision(specs: &Path) -> Option<String> {
 }
 
 fn read_plan_file(path: &Path) -> Result<Plan> {
-    let size = std::fs::metadata(path).with_context(|| format!("cannot read plan {}", path.display()))?.len();
+    let size = std::fs::metadata(path)
+        .with_context(|| format!("cannot read plan {}", path.display()))?
+        .len();
     if size > MAX_INPUT_BYTES {
         bail!("plan {} is larger than 1 GiB", path.display());
     }
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read plan {}", path.display()))?;
-    let value: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{}: not a JSON plan", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read plan {}", path.display()))?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a JSON plan", path.display()))?;
     match value.get("format_version").and_then(|v| v.as_u64()) {
         Some(version) if version == u64::from(plan::FORMAT_VERSION) => {}
         Some(version) => bail!(
@@ -214,7 +272,8 @@ fn read_plan_file(path: &Path) -> Result<Plan> {
         ),
         None => bail!("{}: not a deed plan (no format_version)", path.display()),
     }
-    let plan: Plan = serde_json::from_value(value).with_context(|| format!("{}: not a valid deed plan", path.display()))?;
+    let plan: Plan = serde_json::from_value(value)
+        .with_context(|| format!("{}: not a valid deed plan", path.display()))?;
     for change in &plan.changes {
         if change.content_id() != change.id {
             bail!("{}: change {} was edited after the plan was made (its id does not match its content)", path.display(), change.id);
@@ -238,21 +297,46 @@ fn apply_command(args: &ApplyArgs, config: &Config) -> Result<Outcome> {
     let state = store.load()?;
     let plan = match saved_plan {
         Some(plan) => plan,
-        None => make_plan(desired.as_ref().expect("specs loaded when no plan file is given"), &state, config)?,
+        None => make_plan(
+            desired
+                .as_ref()
+                .expect("specs loaded when no plan file is given"),
+            &state,
+            config,
+        )?,
     };
-    refusals(&plan, &state, args.actor.as_deref(), args.max_removal, args.allow_removals)?;
-    let revision = args.revision.clone().or_else(|| specs_revision(&config.specs));
-    let context = ApplyContext { now: Some(config.now), actor: args.actor.clone(), revision };
+    authorization(&plan, &state, args.actor.as_deref())?;
+    removal_guard(&plan, &state, args.max_removal, args.allow_removals)
+        .map_err(|refusal| anyhow!("{refusal}; nothing was applied"))?;
+    let revision = args
+        .revision
+        .clone()
+        .or_else(|| specs_revision(&config.specs));
+    let context = ApplyContext {
+        now: Some(config.now),
+        actor: args.actor.clone(),
+        revision,
+    };
     let outcome = apply::prepare(&plan, &state, &context)?;
     if args.plan_file.is_none() {
-        let options = render::text::TextOptions { color: config.color, expand: false };
+        let options = render::text::TextOptions {
+            color: config.color,
+            expand: false,
+        };
         print!("{}", render::text::render_text(&plan, &options));
     }
     if !outcome.commit.is_empty() {
         store.commit(outcome.commit)?;
     }
-    let skipped = if outcome.skipped > 0 { format!(" ({} already applied)", outcome.skipped) } else { String::new() };
-    println!("Apply complete: {} applied{skipped}.", plural(outcome.applied, "change"));
+    let skipped = if outcome.skipped > 0 {
+        format!(" ({} already applied)", outcome.skipped)
+    } else {
+        String::new()
+    };
+    println!(
+        "Apply complete: {} applied{skipped}.",
+        plural(outcome.applied, "change")
+    );
     Ok(Outcome::Success)
 }
 
@@ -264,15 +348,22 @@ fn state_command(command: &StateCommand, config: &Config) -> Result<Outcome> {
             let files = crate::export::export_files(&state);
             match out {
                 Some(dir) => {
-                    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("cannot create {}", dir.display()))?;
                     for (name, text) in &files {
                         let path = dir.join(name);
-                        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+                        std::fs::write(&path, text)
+                            .with_context(|| format!("cannot write {}", path.display()))?;
                     }
-                    eprintln!("Wrote {} to {}.", plural(files.len(), "spec file"), dir.display());
+                    eprintln!(
+                        "Wrote {} to {}.",
+                        plural(files.len(), "spec file"),
+                        dir.display()
+                    );
                 }
                 None => {
-                    let documents: Vec<&str> = files.iter().map(|(_, text)| text.as_str()).collect();
+                    let documents: Vec<&str> =
+                        files.iter().map(|(_, text)| text.as_str()).collect();
                     print!("{}", documents.join("---\n"));
                 }
             }
@@ -295,7 +386,8 @@ fn state_command(command: &StateCommand, config: &Config) -> Result<Outcome> {
                     writer.flush()?;
                     writer.get_ref().sync_all()?;
                 }
-                std::fs::rename(&temporary, file).with_context(|| format!("cannot write {}", file.display()))?;
+                std::fs::rename(&temporary, file)
+                    .with_context(|| format!("cannot write {}", file.display()))?;
             }
             Ok(Outcome::Success)
         }
@@ -309,7 +401,10 @@ fn state_command(command: &StateCommand, config: &Config) -> Result<Outcome> {
             let violations = crate::check::check_state(&state);
             if violations.is_empty() {
                 let objects: usize = Kind::ALL.iter().map(|kind| state.count(*kind)).sum();
-                println!("The state is consistent: {} checked.", plural(objects, "object"));
+                println!(
+                    "The state is consistent: {} checked.",
+                    plural(objects, "object")
+                );
                 Ok(Outcome::Success)
             } else {
                 for violation in &violations {
@@ -326,7 +421,10 @@ fn state_command(command: &StateCommand, config: &Config) -> Result<Outcome> {
 fn object_fields(state: &State, kind: Kind, id: &str) -> Option<serde_json::Value> {
     let mut fields = state.fields(kind, id)?;
     if kind == Kind::Product {
-        fields.insert("invoices".into(), serde_json::json!(state.invoices_of_product(id)));
+        fields.insert(
+            "invoices".into(),
+            serde_json::json!(state.invoices_of_product(id)),
+        );
     }
     Some(serde_json::Value::Object(fields))
 }
@@ -336,7 +434,11 @@ fn object_fields(state: &State, kind: Kind, id: &str) -> Option<serde_json::Valu
 fn find_object(state: &State, id: &str) -> Option<serde_json::Value> {
     let email = id.to_ascii_lowercase();
     Kind::ALL.into_iter().find_map(|kind| {
-        let key = if kind == Kind::User { email.as_str() } else { id };
+        let key = if kind == Kind::User {
+            email.as_str()
+        } else {
+            id
+        };
         object_fields(state, kind, key)
     })
 }
@@ -344,7 +446,8 @@ fn find_object(state: &State, id: &str) -> Option<serde_json::Value> {
 fn state_show(id: Option<&str>, format: ShowFormat, config: &Config) -> Result<Outcome> {
     let state = open(config, Access::Read)?.load()?;
     let value = match id {
-        Some(id) => find_object(&state, id).ok_or_else(|| anyhow!("no object with id `{id}` in the state"))?,
+        Some(id) => find_object(&state, id)
+            .ok_or_else(|| anyhow!("no object with id `{id}` in the state"))?,
         None => {
             let mut all = serde_json::Map::new();
             for kind in Kind::ALL {
@@ -353,7 +456,10 @@ fn state_show(id: Option<&str>, format: ShowFormat, config: &Config) -> Result<O
                     .into_iter()
                     .filter_map(|id| object_fields(&state, kind, &id).map(|fields| (id, fields)))
                     .collect();
-                all.insert(kind.plural().to_string(), serde_json::Value::Object(objects));
+                all.insert(
+                    kind.plural().to_string(),
+                    serde_json::Value::Object(objects),
+                );
             }
             let invoices: serde_json::Map<String, serde_json::Value> = state
                 .invoices
@@ -372,7 +478,9 @@ fn state_show(id: Option<&str>, format: ShowFormat, config: &Config) -> Result<O
 }
 
 fn read_input(path: &Path) -> Result<String> {
-    let size = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?.len();
+    let size = std::fs::metadata(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .len();
     if size > MAX_INPUT_BYTES {
         bail!("{} is larger than 1 GiB", path.display());
     }
@@ -403,7 +511,10 @@ fn accept_invitation(email: &str, wait: bool, config: &Config) -> Result<Outcome
     let email = email.to_ascii_lowercase();
     let store = open(config, Access::Write { wait })?;
     let state = store.load()?;
-    let user = state.users.get(&email).ok_or_else(|| anyhow!("no user {email} in the state"))?;
+    let user = state
+        .users
+        .get(&email)
+        .ok_or_else(|| anyhow!("no user {email} in the state"))?;
     if user.status == UserStatus::Active {
         println!("{email} is already active.");
         return Ok(Outcome::Success);
@@ -413,7 +524,10 @@ fn accept_invitation(email: &str, wait: bool, config: &Config) -> Result<Outcome
     accepted.invitation_expires = None;
     let mut before = Fields::new();
     before.insert("status".into(), serde_json::json!("invited"));
-    before.insert("invitation_expires".into(), serde_json::to_value(user.invitation_expires)?);
+    before.insert(
+        "invitation_expires".into(),
+        serde_json::to_value(user.invitation_expires)?,
+    );
     let mut after = Fields::new();
     after.insert("status".into(), serde_json::json!("active"));
     after.insert("invitation_expires".into(), serde_json::Value::Null);
@@ -439,7 +553,10 @@ fn accept_invitation(email: &str, wait: bool, config: &Config) -> Result<Outcome
         history: vec![entry],
         ..Commit::default()
     })?;
-    println!("{email} accepted the invitation to account {} and is now active.", user.account);
+    println!(
+        "{email} accepted the invitation to account {} and is now active.",
+        user.account
+    );
     Ok(Outcome::Success)
 }
 
@@ -462,8 +579,16 @@ fn history(args: &HistoryArgs, config: &Config) -> Result<Outcome> {
                     change.kind,
                     change.object,
                     change.reason,
-                    entry.actor.as_ref().map(|a| format!("  by {a}")).unwrap_or_default(),
-                    entry.revision.as_ref().map(|r| format!("  at {}", &r[..r.len().min(12)])).unwrap_or_default(),
+                    entry
+                        .actor
+                        .as_ref()
+                        .map(|a| format!("  by {a}"))
+                        .unwrap_or_default(),
+                    entry
+                        .revision
+                        .as_ref()
+                        .map(|r| format!("  at {}", &r[..r.len().min(12)]))
+                        .unwrap_or_default(),
                 )?;
             }
         }
@@ -472,9 +597,17 @@ fn history(args: &HistoryArgs, config: &Config) -> Result<Outcome> {
 }
 
 fn outbox(args: &OutboxArgs, config: &Config) -> Result<Outcome> {
-    let access = if args.drain { Access::Write { wait: args.wait } } else { Access::Read };
+    let access = if args.drain {
+        Access::Write { wait: args.wait }
+    } else {
+        Access::Read
+    };
     let store = open(config, access)?;
-    let pending: Vec<_> = store.outbox()?.into_iter().filter(|n| !n.delivered).collect();
+    let pending: Vec<_> = store
+        .outbox()?
+        .into_iter()
+        .filter(|n| !n.delivered)
+        .collect();
     let mut stdout = std::io::stdout().lock();
     if args.drain {
         for notification in &pending {
@@ -487,7 +620,11 @@ fn outbox(args: &OutboxArgs, config: &Config) -> Result<Outcome> {
         }
     } else {
         for n in &pending {
-            writeln!(stdout, "{}  {}  {:<10}  {}  {}", n.id, n.time, n.event, n.to, n.message)?;
+            writeln!(
+                stdout,
+                "{}  {}  {:<10}  {}  {}",
+                n.id, n.time, n.event, n.to, n.message
+            )?;
         }
         if pending.is_empty() {
             writeln!(stdout, "The outbox is empty.")?;

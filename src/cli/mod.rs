@@ -77,8 +77,14 @@ fn resolve(cli: &Cli) -> anyhow::Result<Config> {
     };
     // Whole seconds: plans print times, and the same input must print the same.
     let now = now.round(jiff::Unit::Second).unwrap_or(now);
-    let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    Ok(Config { specs: cli.specs.clone(), state: cli.state.clone(), now, color })
+    let color = std::io::stdout().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    Ok(Config {
+        specs: cli.specs.clone(),
+        state: cli.state.clone(),
+        now,
+        color,
+    })
 }
 
 /// Logs go to standard error; `DEED_LOG` filters them (default `warn`).

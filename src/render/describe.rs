@@ -1,0 +1,500 @@
+//! What the text and markdown plans share: changes grouped by account, folded
+//! when many of them share an action, a kind and a reason, and a short human
+//! description of each change made from its `before` and `after`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde_json::Value;
+
+use crate::model::{AssetKind, Fields, Kind};
+use crate::plan::{Action, Change, Plan, Summary};
+
+/// Within an account, this many changes with the same action, kind and
+/// reason fold into one line (unless expanded).
+pub(crate) const FOLD_AT: usize = 5;
+
+/// The changes of one account, in plan order.
+pub(crate) struct Section<'a> {
+    pub account: &'a str,
+    pub entries: Vec<Entry>,
+}
+
+/// One line of a plan: a single change, or a fold of many.
+pub(crate) struct Entry {
+    pub action: Action,
+    pub kind: Kind,
+    /// The object's id, or `1,204 assets` for a fold.
+    pub object: String,
+    /// How many changes this line stands for: 1 unless folded.
+    pub count: usize,
+    /// `user bob@acme.com`, or `1,204 assets` for a fold.
+    pub label: String,
+    /// What changes, for a human: `role: member -> admin`.
+    pub detail: String,
+    /// Further lines under the change (what a moving user brings and leaves).
+    pub notes: Vec<String>,
+}
+
+/// The plan's changes grouped by account (in order of first appearance),
+/// folded unless `expand`.
+pub(crate) fn sections(plan: &Plan, expand: bool) -> Vec<Section<'_>> {
+    let mut order: Vec<&str> = Vec::new();
+    let mut by_account: HashMap<&str, Vec<&Change>> = HashMap::new();
+    for change in &plan.changes {
+        by_account
+            .entry(change.account.as_str())
+            .or_insert_with(|| {
+                order.push(change.account.as_str());
+                Vec::new()
+            })
+            .push(change);
+    }
+    let moves = MoveIndex::of(plan);
+    let mut sections = Vec::with_capacity(order.len());
+    for account in order {
+        let changes = by_account.remove(account).unwrap_or_default();
+        let mut counts: HashMap<(Action, Kind, &str), usize> = HashMap::new();
+        for change in &changes {
+            *counts
+                .entry((change.action, change.kind, change.reason.as_str()))
+                .or_default() += 1;
+        }
+        let mut folded: BTreeSet<(Action, Kind, &str)> = BTreeSet::new();
+        let mut entries = Vec::new();
+        for change in &changes {
+            let key = (change.action, change.kind, change.reason.as_str());
+            let count = counts.get(&key).copied().unwrap_or(1);
+            if !expand && count >= FOLD_AT {
+                if folded.insert(key) {
+                    let object = format!("{} {}", thousands(count), change.kind.plural());
+                    entries.push(Entry {
+                        action: change.action,
+                        kind: change.kind,
+                        label: object.clone(),
+                        object,
+                        count,
+                        detail: with_reason(describe(change), &change.reason),
+                        notes: Vec::new(),
+                    });
+                }
+                continue;
+            }
+            let mut detail = describe(change);
+            if matches!(change.kind, Kind::Asset | Kind::Grant) {
+                detail = with_reason(detail, &change.reason);
+            }
+            entries.push(Entry {
+                action: change.action,
+                kind: change.kind,
+                object: change.object.clone(),
+                count: 1,
+                label: format!("{} {}", change.kind, change.object),
+                detail,
+                notes: moves.notes(change),
+            });
+        }
+        sections.push(Section { account, entries });
+    }
+    sections
+}
+
+/// `Plan: N to create, N to update, N to transfer, N to remove.` or the
+/// no-changes line.
+pub(crate) fn summary_line(plan: &Plan) -> String {
+    if plan.changes.is_empty() {
+        return "No changes. The state matches the specs.".to_string();
+    }
+    // Recount rather than trust a summary read from a file.
+    let Summary {
+        create,
+        update,
+        transfer,
+        remove,
+    } = Summary::of(&plan.changes);
+    format!(
+        "Plan: {create} to create, {update} to update, {transfer} to transfer, {remove} to remove."
+    )
+}
+
+/// `1234567` as `1,234,567`.
+pub(crate) fn thousands(number: usize) -> String {
+    let digits = number.to_string();
+    let groups: Vec<&str> = digits
+        .as_bytes()
+        .rchunks(3)
+        .rev()
+        .map(|group| std::str::from_utf8(group).unwrap_or_default())
+        .collect();
+    groups.join(",")
+}
+
+fn with_reason(detail: String, reason: &str) -> String {
+    match (detail.is_empty(), reason.is_empty()) {
+        (_, true) => detail,
+        (true, false) => format!("({reason})"),
+        (false, false) => format!("{detail} ({reason})"),
+    }
+}
+
+/// A short description of what a change does, without its reason.
+pub(crate) fn describe(change: &Change) -> String {
+    let empty = Fields::new();
+    let before = change.before.as_ref().unwrap_or(&empty);
+    let after = change.after.as_ref().unwrap_or(&empty);
+    match change.action {
+        Action::Create => describe_create(change.kind, after),
+        Action::Remove => String::new(),
+        Action::Update | Action::Transfer => {
+            describe_update(change.kind, change.action, before, after)
+        }
+    }
+}
+
+fn describe_create(kind: Kind, after: &Fields) -> String {
+    if kind == Kind::User && after.get("status").and_then(Value::as_str) == Some("invited") {
+        let role = after
+            .get("role")
+            .and_then(Value::as_str)
+            .unwrap_or("member");
+        let mut detail = format!("invited as {role}");
+        if let Some(name) = after.get("name").and_then(Value::as_str) {
+            detail.push_str(&format!(", name: {name}"));
+        }
+        if let Some(expires) = after.get("invitation_expires").filter(|v| !v.is_null()) {
+            detail.push_str(", invitation expires ");
+            detail.push_str(&format_field("invitation_expires", expires));
+        }
+        return detail;
+    }
+    let hidden: &[&str] = match kind {
+        Kind::Group => &["account", "name"],
+        Kind::Membership => &["account", "group", "user"],
+        Kind::Grant => &["account", "asset", "user"],
+        _ => &["account"],
+    };
+    // The main fields first, then the others in name order.
+    const FIRST: [&str; 7] = [
+        "name",
+        "role",
+        "owner",
+        "organization",
+        "product",
+        "assignee",
+        "expires",
+    ];
+    let mut keys: Vec<&String> = after.keys().collect();
+    keys.sort_by_key(|key| {
+        (
+            FIRST
+                .iter()
+                .position(|first| first == key)
+                .unwrap_or(FIRST.len()),
+            key.as_str(),
+        )
+    });
+    let mut pieces = Vec::new();
+    for key in keys {
+        let Some(value) = after.get(key) else {
+            continue;
+        };
+        let blank = match value {
+            Value::Null => true,
+            Value::Array(items) => items.is_empty(),
+            Value::Object(map) => map.is_empty(),
+            Value::Number(number) => key == "credits" && number.as_i64() == Some(0),
+            _ => false,
+        };
+        if blank || hidden.contains(&key.as_str()) {
+            continue;
+        }
+        pieces.push(format!("{key}: {}", format_field(key, value)));
+    }
+    pieces.join(", ")
+}
+
+fn describe_update(kind: Kind, action: Action, before: &Fields, after: &Fields) -> String {
+    let keys: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    let mut first = Vec::new();
+    let mut pieces = Vec::new();
+    let mut skip: BTreeSet<&str> = BTreeSet::new();
+
+    if kind == Kind::User {
+        if let (Some(from), Some(to)) = (before.get("account"), after.get("account")) {
+            if from != to {
+                first.push(format!("moves from {}", format_value(from)));
+                skip.insert("account");
+            }
+        }
+    }
+    if kind == Kind::Asset {
+        if let Some(to) = after.get("owner") {
+            let from = before
+                .get("owner")
+                .map(format_value)
+                .unwrap_or_else(|| "none".into());
+            if before.get("owner") != Some(to) {
+                first.push(format!("{from} -> {}", format_value(to)));
+            }
+            skip.insert("owner");
+        }
+    }
+    if kind == Kind::License && (before.contains_key("assignee") || after.contains_key("assignee"))
+    {
+        let from = before.get("assignee");
+        let to = after.get("assignee");
+        if from != to {
+            let mut piece = format!(
+                "assignee: {} -> {}",
+                from.map(format_value).unwrap_or_else(|| "none".into()),
+                to.map(format_value).unwrap_or_else(|| "none".into()),
+            );
+            match (before.get("expires"), after.get("expires")) {
+                (Some(old), Some(new)) if old == new && !new.is_null() => {
+                    piece.push_str(&format!(" (term to {} kept)", format_value(new)));
+                    skip.insert("expires");
+                }
+                (None, None) if action == Action::Transfer => piece.push_str(" (term kept)"),
+                _ => {}
+            }
+            first.push(piece);
+        }
+        skip.insert("assignee");
+    }
+
+    for key in keys {
+        if skip.contains(key.as_str()) {
+            continue;
+        }
+        match (before.get(key), after.get(key)) {
+            (Some(old), Some(new)) if old == new => {}
+            (Some(old), Some(new)) => pieces.push(format!(
+                "{key}: {} -> {}",
+                format_field(key, old),
+                format_field(key, new)
+            )),
+            (None, Some(new)) => pieces.push(format!("{key}: {}", format_field(key, new))),
+            (Some(old), None) => pieces.push(format!("{key}: {} -> none", format_field(key, old))),
+            (None, None) => {}
+        }
+    }
+    first.extend(pieces);
+    first.join(", ")
+}
+
+/// A field's value for a human; times as `2026-11-25 12:00 UTC`.
+fn format_field(key: &str, value: &Value) -> String {
+    if key == "invitation_expires" {
+        if let Some(time) = value
+            .as_str()
+            .and_then(|text| text.parse::<jiff::Timestamp>().ok())
+        {
+            return time.strftime("%Y-%m-%d %H:%M UTC").to_string();
+        }
+    }
+    format_value(value)
+}
+
+/// At most this many items of a list or map are shown.
+const SHOWN_ITEMS: usize = 5;
+
+fn format_value(value: &Value) -> String {
+    match value {
+        Value::Null => "none".to_string(),
+        Value::String(text) => text.clone(),
+        Value::Array(items) => {
+            let mut shown: Vec<String> = items.iter().take(SHOWN_ITEMS).map(format_value).collect();
+            if items.len() > SHOWN_ITEMS {
+                shown.push(format!("… {} more", thousands(items.len() - SHOWN_ITEMS)));
+            }
+            format!("[{}]", shown.join(", "))
+        }
+        Value::Object(map) => {
+            let mut shown: Vec<String> = map
+                .iter()
+                .take(SHOWN_ITEMS)
+                .map(|(key, value)| format!("{key}: {}", format_value(value)))
+                .collect();
+            if map.len() > SHOWN_ITEMS {
+                shown.push(format!("… {} more", thousands(map.len() - SHOWN_ITEMS)));
+            }
+            format!("{{{}}}", shown.join(", "))
+        }
+        other => other.to_string(),
+    }
+}
+
+/// How many assets of each kind.
+type KindCounts = BTreeMap<String, usize>;
+
+/// What goes with a moving user and what stays with whom, from the asset and
+/// grant changes of the same plan.
+#[derive(Default)]
+struct MoveIndex<'a> {
+    /// Asset kinds moving between two accounts: (from, to) -> kind -> count.
+    brought: HashMap<(&'a str, &'a str), KindCounts>,
+    /// Users moving between two accounts.
+    movers: HashMap<(&'a str, &'a str), usize>,
+    /// Assets of an account leaving a user: (email, account) -> new owner ->
+    /// kind -> count.
+    left: HashMap<(&'a str, &'a str), BTreeMap<String, KindCounts>>,
+    /// Grants a user receives.
+    granted: HashMap<&'a str, usize>,
+}
+
+impl<'a> MoveIndex<'a> {
+    fn of(plan: &'a Plan) -> MoveIndex<'a> {
+        let mut index = MoveIndex::default();
+        let moving = |change: &'a Change| -> Option<(&'a str, &'a str)> {
+            let from = change.before.as_ref()?.get("account")?.as_str()?;
+            let to = change.after.as_ref()?.get("account")?.as_str()?;
+            (from != to).then_some((from, to))
+        };
+        let any_move = plan
+            .changes
+            .iter()
+            .any(|c| c.kind == Kind::User && c.action == Action::Transfer && moving(c).is_some());
+        if !any_move {
+            return index;
+        }
+        for change in &plan.changes {
+            match change.kind {
+                Kind::User if change.action == Action::Transfer => {
+                    if let Some(pair) = moving(change) {
+                        *index.movers.entry(pair).or_default() += 1;
+                    }
+                }
+                Kind::Asset if change.action == Action::Transfer => {
+                    let kind = asset_kind_name(&change.object);
+                    if let Some(pair) = moving(change) {
+                        *index
+                            .brought
+                            .entry(pair)
+                            .or_default()
+                            .entry(kind.clone())
+                            .or_default() += 1;
+                    }
+                    let old = change
+                        .before
+                        .as_ref()
+                        .and_then(|f| f.get("owner"))
+                        .and_then(Value::as_str)
+                        .and_then(|owner| owner.strip_prefix("user:"));
+                    let new = change
+                        .after
+                        .as_ref()
+                        .and_then(|f| f.get("owner"))
+                        .and_then(Value::as_str);
+                    if let (Some(old), Some(new)) = (old, new) {
+                        if new != format!("user:{old}") {
+                            let new = new.strip_prefix("user:").unwrap_or(new).to_string();
+                            *index
+                                .left
+                                .entry((old, change.account.as_str()))
+                                .or_default()
+                                .entry(new)
+                                .or_default()
+                                .entry(kind)
+                                .or_default() += 1;
+                        }
+                    }
+                }
+                Kind::Grant if change.action == Action::Create => {
+                    if let Some((_, user)) = change.object.rsplit_once(':') {
+                        *index.granted.entry(user).or_default() += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+        index
+    }
+
+    fn notes(&self, change: &Change) -> Vec<String> {
+        if change.kind != Kind::User || change.action != Action::Transfer {
+            return Vec::new();
+        }
+        let from = change
+            .before
+            .as_ref()
+            .and_then(|f| f.get("account"))
+            .and_then(Value::as_str);
+        let to = change
+            .after
+            .as_ref()
+            .and_then(|f| f.get("account"))
+            .and_then(Value::as_str);
+        let (Some(from), Some(to)) = (from, to) else {
+            return Vec::new();
+        };
+        if from == to {
+            return Vec::new();
+        }
+        let mut notes = Vec::new();
+        let email = change.object.as_str();
+        if let Some(kinds) = self.brought.get(&(from, to)) {
+            let others = self
+                .movers
+                .get(&(from, to))
+                .copied()
+                .unwrap_or(1)
+                .saturating_sub(1);
+            let mut line = format!("brings  {}", kinds_phrase(kinds));
+            if others > 0 {
+                line.push_str(&format!(
+                    " (with {} other users moving from {from})",
+                    thousands(others)
+                ));
+            }
+            notes.push(line);
+        }
+        if let Some(owners) = self.left.get(&(email, from)) {
+            let parts: Vec<String> = owners
+                .iter()
+                .map(|(owner, kinds)| format!("{} -> {owner}", kinds_phrase(kinds)))
+                .collect();
+            notes.push(format!("leaves  {}", parts.join("; ")));
+        }
+        if let Some(&grants) = self.granted.get(email) {
+            let noun = if grants == 1 { "asset" } else { "assets" };
+            notes.push(format!(
+                "keeps   read access to {} {noun}",
+                thousands(grants)
+            ));
+        }
+        notes
+    }
+}
+
+fn asset_kind_name(asset: &str) -> String {
+    AssetKind::of_asset_id(asset)
+        .map(|kind| kind.as_str().to_string())
+        .unwrap_or_else(|| "asset".to_string())
+}
+
+/// `14 files, 2 proofs`.
+fn kinds_phrase(kinds: &BTreeMap<String, usize>) -> String {
+    kinds
+        .iter()
+        .map(|(kind, &count)| {
+            if count == 1 {
+                format!("1 {kind}")
+            } else {
+                format!("{} {kind}s", thousands(count))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_groups_digits_by_three() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_204), "1,204");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+    }
+}

@@ -1,0 +1,877 @@
+//! Fragments -> one validated [`Desired`]: merges the fragments of each
+//! account, and checks everything the contract (section 1, and the rules of
+//! section 2 that specs alone decide) asks of them. Every problem is
+//! reported, each at the line of the object it is about.
+//!
+//! Architecture invariant: no I/O, and the result depends only on the
+//! fragments (sorted by path and document), so it is deterministic.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::desired::{Desired, DesiredAccount, DesiredUser, MoveRule, Origin, Pin, ReassignRule};
+use crate::diagnostic::Diagnostic;
+use crate::model::{
+    group_id, membership_id, Duration, Group, Kind, License, Membership, Organization, Owner,
+    Product, Role,
+};
+
+use super::fragment::Fragment;
+use super::keys::join;
+
+/// Accounts whose declarations are incomplete because a document failed to
+/// parse: what is missing from them is not reported (it may be in the
+/// broken document).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Taint {
+    pub accounts: BTreeSet<String>,
+    /// A document whose account could not be told failed: any account may
+    /// be incomplete, so no semantic problem is reported.
+    pub unknown: bool,
+}
+
+const HEADER_FIELDS: [&str; 6] = [
+    "domains",
+    "hub",
+    "connections",
+    "invite_ttl",
+    "merged_into",
+    "successor",
+];
+
+/// `path:line:col` of an origin, for messages that name a second place.
+fn place(origin: &Origin) -> String {
+    format!("{}:{}:{}", origin.path, origin.line, origin.column)
+}
+
+fn origin(fragment: &Fragment, key_path: &str) -> Origin {
+    let position = fragment.keys.locate(key_path);
+    Origin {
+        path: fragment.path.clone(),
+        line: position.line,
+        column: position.column,
+    }
+}
+
+struct Report {
+    /// Each problem with the account it is about.
+    diagnostics: Vec<(String, Diagnostic)>,
+}
+
+impl Report {
+    fn error(&mut self, account: &str, at: &Origin, message: String) {
+        self.diagnostics
+            .push((account.to_string(), Diagnostic::at_origin(at, message)));
+    }
+}
+
+/// A reference to check once every fragment is merged.
+struct Reference<'a> {
+    account: &'a str,
+    at: Origin,
+    /// What refers, for the message: `group analysts: member`.
+    subject: String,
+    target: Target,
+}
+
+enum Target {
+    User(String),
+    Owner(Owner),
+}
+
+pub(crate) fn build(fragments: &[Fragment], taint: &Taint) -> Result<Desired, Vec<Diagnostic>> {
+    let mut order: Vec<&Fragment> = fragments.iter().collect();
+    order.sort_by(|a, b| (a.path.as_str(), a.document).cmp(&(b.path.as_str(), b.document)));
+
+    let mut report = Report {
+        diagnostics: Vec::new(),
+    };
+    let mut desired = Desired::default();
+
+    let mut by_account: BTreeMap<&str, Vec<&Fragment>> = BTreeMap::new();
+    for fragment in &order {
+        by_account
+            .entry(fragment.account.as_str())
+            .or_default()
+            .push(fragment);
+    }
+    let declared: BTreeSet<&str> = by_account
+        .keys()
+        .copied()
+        .chain(taint.accounts.iter().map(String::as_str))
+        .collect();
+
+    // Headers.
+    let mut headers: BTreeMap<&str, &Fragment> = BTreeMap::new();
+    for (account, account_fragments) in &by_account {
+        let mut files: Vec<String> = account_fragments.iter().map(|f| f.path.clone()).collect();
+        files.dedup();
+        desired.account_files.insert(account.to_string(), files);
+        let with_header: Vec<&Fragment> = account_fragments
+            .iter()
+            .copied()
+            .filter(|f| f.has_header())
+            .collect();
+        let Some(header) = with_header.first().copied() else {
+            report.error(
+                account,
+                &origin(account_fragments[0], "account"),
+                format!(
+                    "account {account} has no header: declare its domains (and hub, connections, invite_ttl, merged_into, successor if needed) in one of its fragments"
+                ),
+            );
+            desired.origins.insert(
+                (Kind::Account, account.to_string()),
+                origin(account_fragments[0], "account"),
+            );
+            continue;
+        };
+        let header_origin = origin(header, "account");
+        for extra in with_header.iter().skip(1) {
+            let key = HEADER_FIELDS
+                .iter()
+                .copied()
+                .find(|field| extra.keys.get(field).is_some())
+                .unwrap_or("account");
+            report.error(
+                account,
+                &origin(extra, key),
+                format!(
+                    "account {account}: the header is declared twice: here and at {}; declare domains, hub, connections, invite_ttl, merged_into and successor in one fragment only",
+                    place(&header_origin)
+                ),
+            );
+        }
+        headers.insert(account, header);
+        desired
+            .origins
+            .insert((Kind::Account, account.to_string()), header_origin);
+        desired.accounts.insert(
+            account.to_string(),
+            header_account(account, header, &mut report),
+        );
+    }
+    for account in by_account.keys() {
+        desired
+            .accounts
+            .entry(account.to_string())
+            .or_insert_with(|| DesiredAccount {
+                domains: Vec::new(),
+                hub: None,
+                connections: Vec::new(),
+                invite_ttl: Duration::DEFAULT_INVITE_TTL,
+                merged_into: None,
+                successor: None,
+                owner: None,
+            });
+    }
+
+    // Objects.
+    let mut references: Vec<Reference> = Vec::new();
+    let mut owners: BTreeMap<&str, Vec<(String, Origin)>> = BTreeMap::new();
+    let mut pending_memberships: Vec<(&str, String, String, crate::model::GroupRole, Origin)> =
+        Vec::new();
+    let mut rule_numbers: BTreeMap<&str, usize> = BTreeMap::new();
+    for fragment in &order {
+        let account = fragment.account.as_str();
+        let merged_into = headers
+            .get(account)
+            .and_then(|h| h.merged_into.as_ref())
+            .map(|m| m.as_str());
+        if let Some(target) = merged_into {
+            let is_header = headers
+                .get(account)
+                .is_some_and(|h| std::ptr::eq(*h, *fragment));
+            if !is_header {
+                report.error(
+                    account,
+                    &origin(fragment, "account"),
+                    format!(
+                        "account {account} is merged into {target}: its header must be its only fragment; remove this fragment (declare its objects in {target})"
+                    ),
+                );
+            } else {
+                for section in fragment.object_sections() {
+                    let empty = match section {
+                        "users" => fragment.users.as_ref().is_some_and(|m| m.is_empty()),
+                        "groups" => fragment.groups.as_ref().is_some_and(|m| m.is_empty()),
+                        "organizations" => fragment
+                            .organizations
+                            .as_ref()
+                            .is_some_and(|m| m.is_empty()),
+                        "licenses" => fragment.licenses.as_ref().is_some_and(|m| m.is_empty()),
+                        "assets" => fragment.assets.as_ref().is_some_and(|m| m.is_empty()),
+                        _ => fragment.reassign.as_ref().is_some_and(|m| m.is_empty()),
+                    };
+                    if !empty {
+                        report.error(
+                            account,
+                            &origin(fragment, section),
+                            format!(
+                                "account {account} is merged into {target}: it declares no {section}; declare them in {target}"
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+
+        for (email, spec) in fragment.users.iter().flat_map(|m| m.iter()) {
+            let email = email.as_str();
+            let at = origin(fragment, &join("users", email));
+            if let Some(previous) = desired.users.get(email) {
+                let first = desired
+                    .origin(Kind::User, email)
+                    .map(place)
+                    .unwrap_or_default();
+                let message = if previous.account == account {
+                    format!("user {email} is declared twice: here and at {first}")
+                } else {
+                    format!(
+                        "user {email} is declared in two accounts, {account} here and {} at {first}: a user belongs to one account",
+                        previous.account
+                    )
+                };
+                report.error(account, &at, message);
+                continue;
+            }
+            let spec = spec.clone().unwrap_or_default();
+            let role = spec.role.unwrap_or(Role::Member);
+            if role == Role::Owner {
+                owners
+                    .entry(account)
+                    .or_default()
+                    .push((email.to_string(), at.clone()));
+            }
+            let move_rule = match spec.move_rule {
+                None => None,
+                Some(rule) => {
+                    if rule
+                        .folder
+                        .as_ref()
+                        .is_some_and(|folder| folder.trim().is_empty())
+                    {
+                        report.error(
+                            account,
+                            &origin(fragment, &join(&join(&join("users", email), "move"), "folder")),
+                            format!("user {email}: move.folder is empty: name the folder or leave it out"),
+                        );
+                    }
+                    let mut bring = rule.bring.unwrap_or_default();
+                    bring.sort();
+                    bring.dedup();
+                    Some(MoveRule {
+                        successor: rule.successor.map(|s| s.0),
+                        bring,
+                        folder: rule.folder,
+                    })
+                }
+            };
+            desired.users.insert(
+                email.to_string(),
+                DesiredUser {
+                    account: account.to_string(),
+                    role,
+                    name: spec.name,
+                    move_rule,
+                },
+            );
+            desired.origins.insert((Kind::User, email.to_string()), at);
+        }
+
+        for (name, spec) in fragment.groups.iter().flat_map(|m| m.iter()) {
+            let name = name.as_str();
+            let id = group_id(account, name);
+            let group_path = join("groups", name);
+            let at = origin(fragment, &group_path);
+            if let Some(first) = desired.origin(Kind::Group, &id) {
+                let message = format!(
+                    "group {name} of account {account} is declared twice: here and at {}",
+                    place(first)
+                );
+                report.error(account, &at, message);
+                continue;
+            }
+            desired.groups.insert(
+                id.clone(),
+                Group {
+                    account: account.to_string(),
+                    name: name.to_string(),
+                },
+            );
+            desired.origins.insert((Kind::Group, id), at);
+            let members = spec.as_ref().and_then(|g| g.members.as_ref());
+            for (email, role) in members.iter().flat_map(|m| m.iter()) {
+                let at = origin(
+                    fragment,
+                    &join(&join(&group_path, "members"), email.as_str()),
+                );
+                pending_memberships.push((account, name.to_string(), email.0.clone(), *role, at));
+            }
+        }
+
+        for (org, spec) in fragment.organizations.iter().flat_map(|m| m.iter()) {
+            let org = org.as_str();
+            let org_path = join("organizations", org);
+            let at = origin(fragment, &org_path);
+            if let Some(previous) = desired.organizations.get(org) {
+                // Reported, and its products still checked (they are global too).
+                let first = desired
+                    .origin(Kind::Organization, org)
+                    .map(place)
+                    .unwrap_or_default();
+                report.error(
+                    account,
+                    &at,
+                    twice("organization", org, account, &previous.account, &first),
+                );
+            } else {
+                desired.organizations.insert(
+                    org.to_string(),
+                    Organization {
+                        account: account.to_string(),
+                    },
+                );
+                desired
+                    .origins
+                    .insert((Kind::Organization, org.to_string()), at);
+            }
+            let products = spec.as_ref().and_then(|o| o.products.as_ref());
+            for (product, spec) in products.iter().flat_map(|m| m.iter()) {
+                let product = product.as_str();
+                let product_path = join(&join(&org_path, "products"), product);
+                let at = origin(fragment, &product_path);
+                if let Some(previous) = desired.products.get(product) {
+                    let first = desired
+                        .origin(Kind::Product, product)
+                        .map(place)
+                        .unwrap_or_default();
+                    let previous_account = desired
+                        .organizations
+                        .get(&previous.organization)
+                        .map(|o| o.account.clone())
+                        .unwrap_or_default();
+                    report.error(
+                        account,
+                        &at,
+                        twice("product", product, account, &previous_account, &first),
+                    );
+                    continue;
+                }
+                let spec = spec.clone().unwrap_or_default();
+                let mut access: Vec<String> = spec
+                    .access
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|e| e.0)
+                    .collect();
+                access.sort();
+                access.dedup();
+                for email in &access {
+                    references.push(Reference {
+                        account,
+                        at: origin(fragment, &join(&product_path, "access")),
+                        subject: format!("product {product}: access user"),
+                        target: Target::User(email.clone()),
+                    });
+                }
+                desired.products.insert(
+                    product.to_string(),
+                    Product {
+                        organization: org.to_string(),
+                        name: spec.name,
+                        access,
+                    },
+                );
+                desired
+                    .origins
+                    .insert((Kind::Product, product.to_string()), at);
+            }
+        }
+
+        for (license, spec) in fragment.licenses.iter().flat_map(|m| m.iter()) {
+            let license = license.as_str();
+            let license_path = join("licenses", license);
+            let at = origin(fragment, &license_path);
+            if let Some(previous) = desired.licenses.get(license) {
+                let first = desired
+                    .origin(Kind::License, license)
+                    .map(place)
+                    .unwrap_or_default();
+                report.error(
+                    account,
+                    &at,
+                    twice("license", license, account, &previous.account, &first),
+                );
+                continue;
+            }
+            if let Some(assignee) = &spec.assignee {
+                references.push(Reference {
+                    account,
+                    at: origin(fragment, &join(&license_path, "assignee")),
+                    subject: format!("license {license}: assignee"),
+                    target: Target::User(assignee.0.clone()),
+                });
+            }
+            desired.licenses.insert(
+                license.to_string(),
+                License {
+                    account: account.to_string(),
+                    product: spec.product.0.clone(),
+                    assignee: spec.assignee.as_ref().map(|a| a.0.clone()),
+                    expires: spec.expires.map(|d| d.0),
+                },
+            );
+            desired
+                .origins
+                .insert((Kind::License, license.to_string()), at);
+        }
+
+        for (asset, spec) in fragment.assets.iter().flat_map(|m| m.iter()) {
+            let asset = asset.as_str();
+            let asset_path = join("assets", asset);
+            let at = origin(fragment, &asset_path);
+            if let Some(previous) = desired.pins.get(asset) {
+                let first = desired
+                    .origin(Kind::Asset, asset)
+                    .map(place)
+                    .unwrap_or_default();
+                let message = if previous.account == account {
+                    format!("asset {asset} is pinned twice: here and at {first}")
+                } else {
+                    format!(
+                        "asset {asset} is pinned in two accounts, {account} here and {} at {first}: an asset belongs to one account",
+                        previous.account
+                    )
+                };
+                report.error(account, &at, message);
+                continue;
+            }
+            references.push(Reference {
+                account,
+                at: origin(fragment, &join(&asset_path, "owner")),
+                subject: format!("asset {asset}: owner"),
+                target: Target::Owner(spec.owner.0.clone()),
+            });
+            let tags = spec
+                .tags
+                .iter()
+                .flat_map(|m| m.iter())
+                .map(|(k, v)| (k.0.clone(), v.clone()))
+                .collect();
+            desired.pins.insert(
+                asset.to_string(),
+                Pin {
+                    account: account.to_string(),
+                    owner: spec.owner.0.clone(),
+                    tags,
+                },
+            );
+            desired.origins.insert((Kind::Asset, asset.to_string()), at);
+        }
+
+        for (index, rule) in fragment.reassign.iter().flatten().enumerate() {
+            let number = rule_numbers.entry(account).or_insert(0);
+            *number += 1;
+            let number = *number;
+            let rule_path = format!("reassign[{index}]");
+            let at = origin(fragment, &rule_path);
+            let kinds = match &rule.kinds {
+                Some(kinds) if kinds.is_empty() => {
+                    report.error(
+                        account,
+                        &origin(fragment, &join(&rule_path, "kinds")),
+                        format!(
+                            "reassign rule {number} of account {account}: kinds is empty; leave it out to match every kind"
+                        ),
+                    );
+                    Vec::new()
+                }
+                Some(kinds) => {
+                    let mut kinds = kinds.clone();
+                    kinds.sort();
+                    kinds.dedup();
+                    kinds
+                }
+                None => Vec::new(),
+            };
+            if rule.from == rule.to {
+                report.error(
+                    account,
+                    &at,
+                    format!(
+                        "reassign rule {number} of account {account}: from and to are both {}; the rule would change nothing",
+                        rule.to.0
+                    ),
+                );
+            }
+            references.push(Reference {
+                account,
+                at: origin(fragment, &join(&rule_path, "to")),
+                subject: format!("reassign rule {number} of account {account}: to"),
+                target: Target::Owner(rule.to.0.clone()),
+            });
+            let tag = rule
+                .tag
+                .iter()
+                .flat_map(|m| m.iter())
+                .map(|(k, v)| (k.0.clone(), v.clone()))
+                .collect();
+            desired
+                .reassign
+                .entry(account.to_string())
+                .or_default()
+                .push(ReassignRule {
+                    number,
+                    from: rule.from.0.clone(),
+                    to: rule.to.0.clone(),
+                    kinds,
+                    tag,
+                });
+        }
+    }
+
+    // Owners: exactly one per account that is not merged.
+    for (account, account_fragments) in &by_account {
+        let merged = headers
+            .get(account)
+            .is_some_and(|h| h.merged_into.is_some());
+        let declared_owners = owners.get(account).map(Vec::as_slice).unwrap_or(&[]);
+        if merged {
+            continue;
+        }
+        match declared_owners {
+            [] => {
+                let at = desired
+                    .origin(Kind::Account, account)
+                    .cloned()
+                    .unwrap_or_else(|| origin(account_fragments[0], "account"));
+                report.error(
+                    account,
+                    &at,
+                    format!(
+                        "account {account} has no owner: give exactly one of its users role: owner"
+                    ),
+                );
+            }
+            [(first, first_at), others @ ..] => {
+                for (other, other_at) in others {
+                    report.error(
+                        account,
+                        other_at,
+                        format!(
+                            "account {account} has two owners, {other} here and {first} at {}: an account has exactly one owner; give the others another role",
+                            place(first_at)
+                        ),
+                    );
+                }
+                if let Some(desired_account) = desired.accounts.get_mut(*account) {
+                    desired_account.owner = Some(first.clone());
+                }
+            }
+        }
+    }
+
+    // Memberships: members must be users of the group's account.
+    for (account, group, email, role, at) in pending_memberships {
+        let subject = format!("group {group}: member");
+        if check_user(&desired, &mut report, account, &at, &subject, &email) {
+            let id = membership_id(account, &group, &email);
+            desired.memberships.insert(
+                id.clone(),
+                Membership {
+                    account: account.to_string(),
+                    group,
+                    user: email,
+                    role,
+                },
+            );
+            desired.origins.insert((Kind::Membership, id), at);
+        }
+    }
+
+    for reference in &references {
+        match &reference.target {
+            Target::User(email) => {
+                check_user(
+                    &desired,
+                    &mut report,
+                    reference.account,
+                    &reference.at,
+                    &reference.subject,
+                    email,
+                );
+            }
+            Target::Owner(Owner::User(email)) => {
+                let subject = format!("{} user:{email}", reference.subject);
+                let elsewhere = match desired.users.get(email) {
+                    Some(user) if user.account == reference.account => None,
+                    Some(user) => Some(format!(" (it is a user of account {})", user.account)),
+                    None => Some(String::new()),
+                };
+                if let Some(elsewhere) = elsewhere {
+                    report.error(
+                        reference.account,
+                        &reference.at,
+                        format!(
+                            "{subject} is not a user of account {}{elsewhere}",
+                            reference.account
+                        ),
+                    );
+                }
+            }
+            Target::Owner(Owner::Group(name)) => {
+                if !desired
+                    .groups
+                    .contains_key(&group_id(reference.account, name))
+                {
+                    report.error(
+                        reference.account,
+                        &reference.at,
+                        format!(
+                            "{} group:{name} is not a group of account {}; declare it under groups:",
+                            reference.subject, reference.account
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    // Header references: hub, connections, merged_into, successor.
+    for (account, header) in &headers {
+        let account = *account;
+        if let Some(hub) = &header.hub {
+            let at = origin(header, "hub");
+            let hub = hub.as_str();
+            if hub == account {
+                report.error(
+                    account,
+                    &at,
+                    format!("account {account} cannot be its own hub; remove hub:"),
+                );
+            } else if !declared.contains(hub) {
+                report.error(
+                    account,
+                    &at,
+                    format!("account {account}: hub {hub} is not a declared account"),
+                );
+            } else if let Some(next) = headers.get(hub).and_then(|h| h.hub.as_ref()) {
+                report.error(
+                    account,
+                    &at,
+                    format!(
+                        "account {account}: hub {hub} is itself a satellite of {next}, and hubs do not chain; make {next} the hub of {account}"
+                    ),
+                );
+            }
+        }
+        let mut seen = BTreeSet::new();
+        for connection in header.connections.iter().flatten() {
+            let at = origin(header, "connections");
+            let connection = connection.as_str();
+            if !seen.insert(connection) {
+                report.error(
+                    account,
+                    &at,
+                    format!("account {account}: connection {connection} is listed twice"),
+                );
+            } else if connection == account {
+                report.error(
+                    account,
+                    &at,
+                    format!("account {account} cannot list itself in connections"),
+                );
+            } else if !declared.contains(connection) {
+                report.error(
+                    account,
+                    &at,
+                    format!("account {account}: connection {connection} is not a declared account"),
+                );
+            }
+        }
+        if let Some(target) = &header.merged_into {
+            let at = origin(header, "merged_into");
+            let target = target.as_str();
+            if target == account {
+                report.error(
+                    account,
+                    &at,
+                    format!("account {account} cannot be merged into itself"),
+                );
+            } else if !declared.contains(target) {
+                report.error(
+                    account,
+                    &at,
+                    format!("account {account}: merged_into {target} is not a declared account"),
+                );
+            } else if let Some(target_header) = headers.get(target) {
+                if let Some(next) = &target_header.merged_into {
+                    report.error(
+                        account,
+                        &at,
+                        format!(
+                            "account {account} cannot be merged into {target}, which is itself merged into {next}; merge it into {next}"
+                        ),
+                    );
+                } else {
+                    let ours = domains_of(header);
+                    let theirs = domains_of(target_header);
+                    if !ours.is_empty()
+                        && !theirs.is_empty()
+                        && ours.iter().all(|d| !theirs.contains(d))
+                    {
+                        report.error(
+                            account,
+                            &at,
+                            format!(
+                                "account {account} cannot be merged into {target}: they share no domain ({account} has {}; {target} has {}); add a common domain to both",
+                                ours.join(", "),
+                                theirs.join(", ")
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        if let Some(successor) = &header.successor {
+            let at = origin(header, "successor");
+            check_user(
+                &desired,
+                &mut report,
+                account,
+                &at,
+                &format!("account {account}: successor"),
+                successor.as_str(),
+            );
+        }
+    }
+
+    let mut diagnostics: Vec<Diagnostic> = if taint.unknown {
+        Vec::new()
+    } else {
+        report
+            .diagnostics
+            .into_iter()
+            .filter(|(account, _)| !taint.accounts.contains(account))
+            .map(|(_, diagnostic)| diagnostic)
+            .collect()
+    };
+    if diagnostics.is_empty() {
+        Ok(desired)
+    } else {
+        sort_diagnostics(&mut diagnostics);
+        Err(diagnostics)
+    }
+}
+
+/// Sorts by path, line, column; ties keep the order they were found in.
+pub(crate) fn sort_diagnostics(diagnostics: &mut [Diagnostic]) {
+    diagnostics.sort_by(|a, b| (&a.path, a.line, a.column).cmp(&(&b.path, b.line, b.column)));
+}
+
+fn domains_of(fragment: &Fragment) -> Vec<String> {
+    fragment
+        .domains
+        .iter()
+        .flatten()
+        .map(|d| d.0.clone())
+        .collect()
+}
+
+fn twice(kind: &str, id: &str, account: &str, previous_account: &str, first: &str) -> String {
+    if previous_account == account {
+        format!("{kind} {id} is declared twice: here and at {first}")
+    } else {
+        format!(
+            "{kind} {id} is declared in two accounts, {account} here and {previous_account} at {first}: its id is global, declare it once"
+        )
+    }
+}
+
+/// Reports `SUBJECT EMAIL is not a user of account ACCOUNT` unless it is.
+fn check_user(
+    desired: &Desired,
+    report: &mut Report,
+    account: &str,
+    at: &Origin,
+    subject: &str,
+    email: &str,
+) -> bool {
+    match desired.users.get(email) {
+        Some(user) if user.account == account => true,
+        Some(user) => {
+            report.error(
+                account,
+                at,
+                format!("{subject} {email} is not a user of account {account} (it is a user of account {})", user.account),
+            );
+            false
+        }
+        None => {
+            report.error(
+                account,
+                at,
+                format!(
+                    "{subject} {email} is not a user of account {account}; declare it under users:"
+                ),
+            );
+            false
+        }
+    }
+}
+
+/// The account as its header declares it (owner filled in later).
+fn header_account(account: &str, header: &Fragment, report: &mut Report) -> DesiredAccount {
+    let mut domains: Vec<String> = Vec::new();
+    match &header.domains {
+        None => report.error(
+            account,
+            &origin(header, "account"),
+            format!("account {account}: the header needs domains, the email domains of the account (e.g. domains: [acme.com])"),
+        ),
+        Some(list) if list.is_empty() => report.error(
+            account,
+            &origin(header, "domains"),
+            format!("account {account}: domains is empty; list at least one email domain"),
+        ),
+        Some(list) => {
+            for domain in list {
+                if domains.contains(&domain.0) {
+                    report.error(
+                        account,
+                        &origin(header, "domains"),
+                        format!("account {account}: domain {} is listed twice", domain.0),
+                    );
+                } else {
+                    domains.push(domain.0.clone());
+                }
+            }
+        }
+    }
+    let invite_ttl = header
+        .invite_ttl
+        .map(|d| d.0)
+        .unwrap_or(Duration::DEFAULT_INVITE_TTL);
+    if invite_ttl.seconds == 0 {
+        report.error(
+            account,
+            &origin(header, "invite_ttl"),
+            format!("account {account}: invite_ttl is zero; give a positive duration such as 48h"),
+        );
+    }
+    let mut connections: Vec<String> = Vec::new();
+    for connection in header.connections.iter().flatten() {
+        if !connections.contains(&connection.0) {
+            connections.push(connection.0.clone());
+        }
+    }
+    DesiredAccount {
+        domains,
+        hub: header.hub.as_ref().map(|h| h.0.clone()),
+        connections,
+        invite_ttl,
+        merged_into: header.merged_into.as_ref().map(|m| m.0.clone()),
+        successor: header.successor.as_ref().map(|s| s.0.clone()),
+        owner: None,
+    }
+}

@@ -1,0 +1,203 @@
+//! One spec file -> its account fragments: runs serde_yaml over every `---`
+//! document, turns its errors into `PATH:LINE:COL: message` diagnostics, and
+//! attaches to each fragment the index of where its keys are.
+//!
+//! Hostile input is refused before or while parsing: flow nesting deeper
+//! than [`MAX_FLOW_DEPTH`] is rejected by a byte scan before libyaml sees it;
+//! serde_yaml's own recursion and alias-repetition limits cover the rest.
+//!
+//! Architecture invariant: no I/O.
+
+use serde::Deserialize;
+
+use crate::diagnostic::Diagnostic;
+
+use super::fragment::Fragment;
+use super::keys::{self, KeyIndex, Segment};
+use super::SourceFile;
+
+/// Deepest `[`/`{` nesting accepted in a spec file.
+pub const MAX_FLOW_DEPTH: usize = 64;
+
+/// What parsing one file gave.
+#[derive(Debug, Default)]
+pub(crate) struct ParsedFile {
+    pub fragments: Vec<Fragment>,
+    pub diagnostics: Vec<Diagnostic>,
+    /// Documents that failed to parse, by the account they name (`None`:
+    /// it could not be told). Their account's declarations are incomplete.
+    pub broken: Vec<Option<String>>,
+}
+
+pub(crate) fn parse(file: &SourceFile) -> ParsedFile {
+    let lines: Vec<&str> = file.text.split('\n').collect();
+    let segments = keys::segments(&lines);
+    let mut parsed = ParsedFile::default();
+    let broken_from = |parsed: &mut ParsedFile, first: usize| {
+        for segment in segments.iter().skip(first) {
+            parsed.broken.push(keys::scan_account(&lines, segment));
+        }
+        if first >= segments.len() && parsed.broken.is_empty() {
+            parsed.broken.push(None);
+        }
+    };
+
+    if let Some((line, column)) = too_deep(&file.text) {
+        parsed.diagnostics.push(Diagnostic::at(
+            &file.path,
+            line,
+            column,
+            format!("nesting deeper than {MAX_FLOW_DEPTH} levels: refusing this file"),
+        ));
+        broken_from(&mut parsed, 0);
+        return parsed;
+    }
+
+    let mut last_error: Option<Option<usize>> = None;
+    let limit = lines.len() + 2;
+    for (number, document) in serde_yaml::Deserializer::from_str(&file.text).enumerate() {
+        if number > limit {
+            break;
+        }
+        let segment = segments.get(number);
+        match Option::<Fragment>::deserialize(document) {
+            Ok(None) => {}
+            Ok(Some(mut fragment)) => {
+                fragment.path = file.path.clone();
+                fragment.document = number;
+                fragment.keys = segment
+                    .map(|segment| keys::index(&lines, segment))
+                    .unwrap_or_default();
+                parsed.fragments.push(fragment);
+            }
+            Err(error) => {
+                let at = error.location().map(|location| location.index());
+                if let Some(previous) = last_error {
+                    if at <= previous {
+                        // libyaml repeats a syntax error for every later
+                        // document: the rest of the file is lost.
+                        broken_from(&mut parsed, number);
+                        break;
+                    }
+                }
+                last_error = Some(at);
+                let index = segment
+                    .map(|segment| keys::index(&lines, segment))
+                    .unwrap_or_default();
+                parsed
+                    .diagnostics
+                    .push(diagnostic_of(&file.path, &error, &index, segment));
+                parsed
+                    .broken
+                    .push(segment.and_then(|segment| keys::scan_account(&lines, segment)));
+            }
+        }
+    }
+    parsed
+}
+
+/// A serde_yaml error as a diagnostic at the file line and column it names.
+fn diagnostic_of(
+    path: &str,
+    error: &serde_yaml::Error,
+    index: &KeyIndex,
+    segment: Option<&Segment>,
+) -> Diagnostic {
+    let mut message = error.to_string();
+    let (mut line, mut column) = match error.location() {
+        Some(location) => {
+            let suffix = format!(" at line {} column {}", location.line(), location.column());
+            if let Some(at) = message.find(&suffix) {
+                message.replace_range(at..at + suffix.len(), "");
+            }
+            (location.line(), location.column())
+        }
+        None => (segment.map(|segment| segment.start + 1).unwrap_or(1), 1),
+    };
+    if message.ends_with("recursion limit exceeded") {
+        message = "nesting is too deep (over 128 levels): refusing this document".to_string();
+    } else if message.ends_with("repetition limit exceeded") {
+        message = "too many alias expansions (an alias bomb?): refusing this document".to_string();
+    } else if let Some((prefix, field)) =
+        duplicate_field(&message).map(|(p, f)| (p.to_string(), f.to_string()))
+    {
+        // serde reports a repeated struct field at the start of the mapping;
+        // point at the second declaration instead.
+        let field_path = keys::join(&prefix, &field);
+        if let Some(position) = index.repeated(&field_path) {
+            line = position.line;
+            column = position.column;
+        }
+        message = format!("duplicate key `{field}`: it is already declared in this mapping");
+        if !prefix.is_empty() {
+            message = format!("{prefix}: {message}");
+        }
+    }
+    Diagnostic::at(path, line, column, message)
+}
+
+/// `(path, field)` of serde's `PATH: duplicate field `F`` message.
+fn duplicate_field(message: &str) -> Option<(&str, &str)> {
+    let (prefix, rest) = match message.find("duplicate field `") {
+        Some(0) => ("", &message["duplicate field `".len()..]),
+        Some(at) => (
+            message[..at].strip_suffix(": ")?,
+            &message[at + "duplicate field `".len()..],
+        ),
+        None => return None,
+    };
+    let field = &rest[..rest.find('`')?];
+    Some((prefix, field))
+}
+
+/// The line and column where `[`/`{` nesting first exceeds the limit.
+/// Approximate (quotes and comments are skipped, block scalars are not),
+/// which only matters for text nobody writes in a spec.
+fn too_deep(text: &str) -> Option<(usize, usize)> {
+    let bytes = text.as_bytes();
+    let mut depth = 0usize;
+    let mut line = 1;
+    let mut line_start = 0;
+    let mut at = 0;
+    let mut previous = b'\n';
+    while at < bytes.len() {
+        let byte = bytes[at];
+        match byte {
+            b'\n' => {
+                line += 1;
+                line_start = at + 1;
+            }
+            b'#' if matches!(previous, b' ' | b'\t' | b'\n') => {
+                while at < bytes.len() && bytes[at] != b'\n' {
+                    at += 1;
+                }
+                continue;
+            }
+            b'"' | b'\''
+                if matches!(previous, b' ' | b'\t' | b'\n' | b'[' | b'{' | b',' | b':') =>
+            {
+                at += 1;
+                while at < bytes.len() && bytes[at] != byte {
+                    if bytes[at] == b'\\' && byte == b'"' {
+                        at += 1;
+                    } else if bytes[at] == b'\n' {
+                        line += 1;
+                        line_start = at + 1;
+                    }
+                    at += 1;
+                }
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_FLOW_DEPTH {
+                    return Some((line, at - line_start + 1));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        previous = bytes.get(at).copied().unwrap_or(b'\n');
+        at += 1;
+    }
+    None
+}

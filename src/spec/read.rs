@@ -1,0 +1,192 @@
+//! The only I/O of spec loading: finds the spec files under the specs
+//! directory and reads them, refusing files that are too large or not UTF-8.
+
+use std::fs;
+use std::io::Read;
+use std::path::Path;
+
+use crate::diagnostic::Diagnostic;
+
+use super::SourceFile;
+
+/// Largest spec file read (16 MiB).
+pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Symbolic links to folders are followed this deep at most (no cycles).
+const MAX_DEPTH: usize = 64;
+
+pub(crate) fn read_tree(specs_dir: &Path) -> (Vec<SourceFile>, Vec<Diagnostic>) {
+    let mut diagnostics = Vec::new();
+    let shown = specs_dir.display().to_string();
+    match fs::metadata(specs_dir) {
+        Ok(metadata) if metadata.is_dir() => {}
+        Ok(_) => {
+            diagnostics.push(Diagnostic::in_file(
+                shown,
+                "the specs directory is not a directory",
+            ));
+            return (Vec::new(), diagnostics);
+        }
+        Err(error) => {
+            diagnostics.push(Diagnostic::in_file(
+                shown,
+                format!("cannot read the specs directory: {error}"),
+            ));
+            return (Vec::new(), diagnostics);
+        }
+    }
+    let mut found = Vec::new();
+    walk(specs_dir, "", 0, &mut found, &mut diagnostics);
+    found.sort();
+    let mut files = Vec::new();
+    for relative in found {
+        let full = specs_dir.join(&relative);
+        match read_one(&full) {
+            Ok(text) => files.push(SourceFile {
+                path: relative,
+                text,
+            }),
+            Err((line, message)) => diagnostics.push(match line {
+                Some((line, column)) => Diagnostic::at(relative, line, column, message),
+                None => Diagnostic::in_file(relative, message),
+            }),
+        }
+    }
+    (files, diagnostics)
+}
+
+/// Whether a file or folder name is skipped: hidden, or an editor leftover.
+pub fn is_skipped(name: &str) -> bool {
+    name.starts_with('.') || name.ends_with('~') || name.ends_with(".swp") || name.ends_with(".tmp")
+}
+
+/// Whether a file name is a spec file.
+pub fn is_spec_file(name: &str) -> bool {
+    !is_skipped(name) && (name.ends_with(".yaml") || name.ends_with(".yml"))
+}
+
+fn walk(
+    dir: &Path,
+    prefix: &str,
+    depth: usize,
+    found: &mut Vec<String>,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    let shown = if prefix.is_empty() {
+        ".".to_string()
+    } else {
+        prefix.to_string()
+    };
+    if depth > MAX_DEPTH {
+        diagnostics.push(Diagnostic::in_file(
+            shown,
+            format!(
+                "folders nested deeper than {MAX_DEPTH} levels (a symbolic link loop?): skipped"
+            ),
+        ));
+        return;
+    }
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) => {
+            diagnostics.push(Diagnostic::in_file(
+                shown,
+                format!("cannot read folder: {error}"),
+            ));
+            return;
+        }
+    };
+    for entry in entries {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(error) => {
+                diagnostics.push(Diagnostic::in_file(
+                    shown.clone(),
+                    format!("cannot read folder: {error}"),
+                ));
+                continue;
+            }
+        };
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            diagnostics.push(Diagnostic::in_file(
+                shown.clone(),
+                format!(
+                    "file name {:?} is not valid UTF-8: rename it",
+                    entry.file_name()
+                ),
+            ));
+            continue;
+        };
+        if is_skipped(&name) {
+            continue;
+        }
+        let relative = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}/{name}")
+        };
+        let path = entry.path();
+        // Follows symbolic links; a broken link is reported if it looks like a spec.
+        let metadata = match fs::metadata(&path) {
+            Ok(metadata) => metadata,
+            Err(error) => {
+                if is_spec_file(&name) {
+                    diagnostics.push(Diagnostic::in_file(
+                        relative,
+                        format!("cannot read file: {error}"),
+                    ));
+                }
+                continue;
+            }
+        };
+        if metadata.is_dir() {
+            walk(&path, &relative, depth + 1, found, diagnostics);
+        } else if metadata.is_file() && is_spec_file(&name) {
+            found.push(relative);
+        }
+    }
+}
+
+/// Reads one file: size checked before reading, never more than the limit.
+fn read_one(path: &Path) -> Result<String, (Option<(usize, usize)>, String)> {
+    let too_large = |size: u64| {
+        (
+            None,
+            format!(
+                "file is {:.1} MiB, over the {} MiB limit for a spec file: split it into several files",
+                size as f64 / (1024.0 * 1024.0),
+                MAX_FILE_BYTES / (1024 * 1024)
+            ),
+        )
+    };
+    let file =
+        fs::File::open(path).map_err(|error| (None, format!("cannot read file: {error}")))?;
+    let size = file
+        .metadata()
+        .map_err(|error| (None, format!("cannot read file: {error}")))?
+        .len();
+    if size > MAX_FILE_BYTES {
+        return Err(too_large(size));
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|error| (None, format!("cannot read file: {error}")))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_large(bytes.len() as u64));
+    }
+    String::from_utf8(bytes).map_err(|error| {
+        let valid = &error.as_bytes()[..error.utf8_error().valid_up_to()];
+        let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
+        let line_start = valid
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map(|at| at + 1)
+            .unwrap_or(0);
+        let column = valid.len() - line_start + 1;
+        (
+            Some((line, column)),
+            "file is not valid UTF-8: save it as UTF-8".to_string(),
+        )
+    })
+}
