@@ -51,13 +51,23 @@ pub enum ApplyError {
     Conflicts(Vec<Conflict>),
     /// A change whose fields do not make a valid object.
     #[error("change {change_id} ({kind} {object}) is invalid: {message}; nothing was applied")]
-    InvalidChange { change_id: String, kind: Kind, object: String, message: String },
+    InvalidChange {
+        change_id: String,
+        kind: Kind,
+        object: String,
+        message: String,
+    },
 }
 
 fn render_conflicts(conflicts: &[Conflict]) -> String {
     conflicts
         .iter()
-        .map(|c| format!("  conflict: {} {} {}: {}", c.change_id, c.kind, c.object, c.detail))
+        .map(|c| {
+            format!(
+                "  conflict: {} {} {}: {}",
+                c.change_id, c.kind, c.object, c.detail
+            )
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -65,7 +75,11 @@ fn render_conflicts(conflicts: &[Conflict]) -> String {
 /// Decides every change of `plan` against `state`: skip (already at
 /// `after`), apply (at `before`), or conflict. Any conflict refuses the whole
 /// plan.
-pub fn prepare(plan: &Plan, state: &State, context: &ApplyContext) -> Result<ApplyOutcome, ApplyError> {
+pub fn prepare(
+    plan: &Plan,
+    state: &State,
+    context: &ApplyContext,
+) -> Result<ApplyOutcome, ApplyError> {
     let mut working: HashMap<(Kind, String), Option<Fields>> = HashMap::new();
     let mut conflicts = Vec::new();
     let mut applied_changes: Vec<&Change> = Vec::new();
@@ -113,15 +127,22 @@ pub fn prepare(plan: &Plan, state: &State, context: &ApplyContext) -> Result<App
     objects.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
     for (kind, id, fields) in &objects {
         if let Some(fields) = fields {
-            scratch.put_fields(*kind, id, Some(fields.clone())).map_err(|message| {
-                let change_id = plan
-                    .changes
-                    .iter()
-                    .find(|c| c.kind == *kind && &c.object == id)
-                    .map(|c| c.id.clone())
-                    .unwrap_or_default();
-                ApplyError::InvalidChange { change_id, kind: *kind, object: id.clone(), message }
-            })?;
+            scratch
+                .put_fields(*kind, id, Some(fields.clone()))
+                .map_err(|message| {
+                    let change_id = plan
+                        .changes
+                        .iter()
+                        .find(|c| c.kind == *kind && &c.object == id)
+                        .map(|c| c.id.clone())
+                        .unwrap_or_default();
+                    ApplyError::InvalidChange {
+                        change_id,
+                        kind: *kind,
+                        object: id.clone(),
+                        message,
+                    }
+                })?;
             scratch.put_fields(*kind, id, None).ok();
         }
     }
@@ -138,10 +159,18 @@ pub fn prepare(plan: &Plan, state: &State, context: &ApplyContext) -> Result<App
             change: (*change).clone(),
         })
         .collect();
-    let notifications = applied_changes.iter().flat_map(|change| notifications_for(change, state, now)).collect();
+    let notifications = applied_changes
+        .iter()
+        .flat_map(|change| notifications_for(change, state, now))
+        .collect();
     let applied = applied_changes.len();
     Ok(ApplyOutcome {
-        commit: Commit { objects, invoices: Vec::new(), history, notifications },
+        commit: Commit {
+            objects,
+            invoices: Vec::new(),
+            history,
+            notifications,
+        },
         applied,
         skipped,
     })
@@ -154,7 +183,9 @@ enum Decision {
 }
 
 fn matches(current: &Fields, wanted: &Fields) -> bool {
-    wanted.iter().all(|(name, value)| current.get(name).unwrap_or(&serde_json::Value::Null) == value)
+    wanted
+        .iter()
+        .all(|(name, value)| current.get(name).unwrap_or(&serde_json::Value::Null) == value)
 }
 
 fn decide(change: &Change, current: Option<&Fields>) -> Decision {
@@ -203,31 +234,67 @@ fn notifications_for(change: &Change, state: &State, now: Timestamp) -> Vec<Noti
             recipients.push((
                 change.object.clone(),
                 "invitation".into(),
-                format!("you are invited to account {}; the invitation expires {expires}", change.account),
+                format!(
+                    "you are invited to account {}; the invitation expires {expires}",
+                    change.account
+                ),
             ));
         }
-        (Kind::User, Action::Update) if after.is_some_and(|f| f.contains_key("invitation_expires")) => {
+        (Kind::User, Action::Update)
+            if after.is_some_and(|f| f.contains_key("invitation_expires")) =>
+        {
             let expires = text(after, "invitation_expires").unwrap_or("");
             recipients.push((
                 change.object.clone(),
                 "invitation".into(),
-                format!("your invitation to account {} was re-issued; it expires {expires}", change.account),
+                format!(
+                    "your invitation to account {} was re-issued; it expires {expires}",
+                    change.account
+                ),
             ));
         }
         (Kind::User, Action::Transfer) => {
             let from = text(before, "account").unwrap_or("");
             let to = text(after, "account").unwrap_or("");
-            recipients.push((change.object.clone(), "move".into(), format!("you were moved from account {from} to {to}")));
+            recipients.push((
+                change.object.clone(),
+                "move".into(),
+                format!("you were moved from account {from} to {to}"),
+            ));
             if let Some(owner) = state.accounts.get(to).and_then(|a| a.owner.clone()) {
-                recipients.push((owner, "move".into(), format!("{} moved from account {from} into your account {to}", change.object)));
+                recipients.push((
+                    owner,
+                    "move".into(),
+                    format!(
+                        "{} moved from account {from} into your account {to}",
+                        change.object
+                    ),
+                ));
             }
         }
         (Kind::User, Action::Remove) => {
-            let account = text(before, "account").unwrap_or(&change.account).to_string();
-            recipients.push((change.object.clone(), "removal".into(), format!("you were removed from account {account}")));
-            if let Some(owner) = state.accounts.get(&account).and_then(|a| a.successor.clone().or(a.owner.clone())) {
+            let account = text(before, "account")
+                .unwrap_or(&change.account)
+                .to_string();
+            recipients.push((
+                change.object.clone(),
+                "removal".into(),
+                format!("you were removed from account {account}"),
+            ));
+            if let Some(owner) = state
+                .accounts
+                .get(&account)
+                .and_then(|a| a.successor.clone().or(a.owner.clone()))
+            {
                 if owner != change.object {
-                    recipients.push((owner, "removal".into(), format!("{} was removed from account {account}; what they owned passes to you", change.object)));
+                    recipients.push((
+                        owner,
+                        "removal".into(),
+                        format!(
+                            "{} was removed from account {account}; what they owned passes to you",
+                            change.object
+                        ),
+                    ));
                 }
             }
         }
@@ -235,18 +302,38 @@ fn notifications_for(change: &Change, state: &State, now: Timestamp) -> Vec<Noti
             let old = text(before, "owner");
             let new = text(after, "owner");
             if let Some(new) = new {
-                recipients.push((new.to_string(), "transfer".into(), format!("you are now the owner of account {}", change.object)));
+                recipients.push((
+                    new.to_string(),
+                    "transfer".into(),
+                    format!("you are now the owner of account {}", change.object),
+                ));
             }
             if let Some(old) = old {
-                recipients.push((old.to_string(), "transfer".into(), format!("ownership of account {} passed to {}", change.object, new.unwrap_or("nobody"))));
+                recipients.push((
+                    old.to_string(),
+                    "transfer".into(),
+                    format!(
+                        "ownership of account {} passed to {}",
+                        change.object,
+                        new.unwrap_or("nobody")
+                    ),
+                ));
             }
         }
         (Kind::License, Action::Transfer) => {
             if let Some(new) = text(after, "assignee") {
-                recipients.push((new.to_string(), "transfer".into(), format!("license {} is now assigned to you", change.object)));
+                recipients.push((
+                    new.to_string(),
+                    "transfer".into(),
+                    format!("license {} is now assigned to you", change.object),
+                ));
             }
             if let Some(old) = text(before, "assignee") {
-                recipients.push((old.to_string(), "transfer".into(), format!("license {} is no longer assigned to you", change.object)));
+                recipients.push((
+                    old.to_string(),
+                    "transfer".into(),
+                    format!("license {} is no longer assigned to you", change.object),
+                ));
             }
         }
         _ => {}

@@ -25,7 +25,9 @@ pub fn check_state(state: &State) -> Vec<String> {
             }
             if let Some(into) = &account.merged_into {
                 if !account_exists(into) {
-                    violations.push(format!("account {id} is merged into {into}, which does not exist"));
+                    violations.push(format!(
+                        "account {id} is merged into {into}, which does not exist"
+                    ));
                 }
             }
             continue;
@@ -34,18 +36,22 @@ pub fn check_state(state: &State) -> Vec<String> {
             None => violations.push(format!("account {id} has no owner")),
             Some(owner) => match state.users.get(owner) {
                 None => violations.push(format!("account {id}: owner {owner} does not exist")),
-                Some(user) if user.account != *id => {
-                    violations.push(format!("account {id}: owner {owner} is a user of account {}", user.account))
-                }
-                Some(user) if user.role != Role::Owner => {
-                    violations.push(format!("account {id}: owner {owner} has role {}", user.role))
-                }
+                Some(user) if user.account != *id => violations.push(format!(
+                    "account {id}: owner {owner} is a user of account {}",
+                    user.account
+                )),
+                Some(user) if user.role != Role::Owner => violations.push(format!(
+                    "account {id}: owner {owner} has role {}",
+                    user.role
+                )),
                 Some(_) => {}
             },
         }
         for email in owners {
             if account.owner.as_ref() != Some(email) {
-                violations.push(format!("account {id}: {email} has role owner but is not the account's owner"));
+                violations.push(format!(
+                    "account {id}: {email} has role owner but is not the account's owner"
+                ));
             }
         }
         if let Some(hub) = &account.hub {
@@ -56,12 +62,18 @@ pub fn check_state(state: &State) -> Vec<String> {
     }
     for (email, user) in &state.users {
         if !account_exists(&user.account) {
-            violations.push(format!("user {email} is in account {}, which does not exist", user.account));
+            violations.push(format!(
+                "user {email} is in account {}, which does not exist",
+                user.account
+            ));
         }
     }
     for (id, group) in &state.groups {
         if !account_exists(&group.account) {
-            violations.push(format!("group {id} is in account {}, which does not exist", group.account));
+            violations.push(format!(
+                "group {id} is in account {}, which does not exist",
+                group.account
+            ));
         }
     }
     for (id, membership) in &state.memberships {
@@ -70,27 +82,41 @@ pub fn check_state(state: &State) -> Vec<String> {
             violations.push(format!("membership {id}: group {group} does not exist"));
         }
         if !state.users.contains_key(&membership.user) {
-            violations.push(format!("membership {id}: member {} does not exist", membership.user));
+            violations.push(format!(
+                "membership {id}: member {} does not exist",
+                membership.user
+            ));
         }
     }
     for (id, organization) in &state.organizations {
         if !account_exists(&organization.account) {
-            violations.push(format!("organization {id} is in account {}, which does not exist", organization.account));
+            violations.push(format!(
+                "organization {id} is in account {}, which does not exist",
+                organization.account
+            ));
         }
     }
     for (id, product) in &state.products {
         if !state.organizations.contains_key(&product.organization) {
-            violations.push(format!("product {id} is in organization {}, which does not exist", product.organization));
+            violations.push(format!(
+                "product {id} is in organization {}, which does not exist",
+                product.organization
+            ));
         }
         for email in &product.access {
             if !state.users.contains_key(email) {
-                violations.push(format!("product {id}: access of {email}, who does not exist"));
+                violations.push(format!(
+                    "product {id}: access of {email}, who does not exist"
+                ));
             }
         }
     }
     for (id, license) in &state.licenses {
         if !account_exists(&license.account) {
-            violations.push(format!("license {id} is in account {}, which does not exist", license.account));
+            violations.push(format!(
+                "license {id} is in account {}, which does not exist",
+                license.account
+            ));
         }
         if let Some(assignee) = &license.assignee {
             if !state.users.contains_key(assignee) {
@@ -102,10 +128,14 @@ pub fn check_state(state: &State) -> Vec<String> {
     let mut owners_seen: HashSet<(&str, &Owner)> = HashSet::new();
     for (id, asset) in &state.assets {
         if !account_exists(&asset.account) {
-            violations.push(format!("asset {id} is in account {}, which does not exist", asset.account));
+            violations.push(format!(
+                "asset {id} is in account {}, which does not exist",
+                asset.account
+            ));
             continue;
         }
-        if !owners_seen.insert((asset.account.as_str(), &asset.owner)) && asset.versions.is_empty() {
+        if !owners_seen.insert((asset.account.as_str(), &asset.owner)) && asset.versions.is_empty()
+        {
             continue;
         }
         let owner_exists = match &asset.owner {
@@ -117,7 +147,9 @@ pub fn check_state(state: &State) -> Vec<String> {
         }
         for version in &asset.versions {
             if !state.users.contains_key(version) {
-                violations.push(format!("asset {id}: a version is owned by {version}, who does not exist"));
+                violations.push(format!(
+                    "asset {id}: a version is owned by {version}, who does not exist"
+                ));
             }
         }
     }
@@ -131,7 +163,10 @@ pub fn check_state(state: &State) -> Vec<String> {
     }
     for (id, invoice) in &state.invoices {
         if !state.organizations.contains_key(&invoice.organization) {
-            violations.push(format!("invoice {id} is in organization {}, which does not exist", invoice.organization));
+            violations.push(format!(
+                "invoice {id} is in organization {}, which does not exist",
+                invoice.organization
+            ));
         }
     }
     violations.sort();

@@ -18,12 +18,27 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
-    pub fn at(path: impl Into<String>, line: usize, column: usize, message: impl Into<String>) -> Self {
-        Diagnostic { path: path.into(), line: Some(line), column: Some(column), message: message.into() }
+    pub fn at(
+        path: impl Into<String>,
+        line: usize,
+        column: usize,
+        message: impl Into<String>,
+    ) -> Self {
+        Diagnostic {
+            path: path.into(),
+            line: Some(line),
+            column: Some(column),
+            message: message.into(),
+        }
     }
 
     pub fn in_file(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Diagnostic { path: path.into(), line: None, column: None, message: message.into() }
+        Diagnostic {
+            path: path.into(),
+            line: None,
+            column: None,
+            message: message.into(),
+        }
     }
 
     /// A diagnostic at an [`Origin`](crate::desired::Origin).
@@ -40,7 +55,9 @@ impl Diagnostic {
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self.line, self.column) {
-            (Some(line), Some(column)) => write!(f, "{}:{}:{}: {}", self.path, line, column, self.message),
+            (Some(line), Some(column)) => {
+                write!(f, "{}:{}:{}: {}", self.path, line, column, self.message)
+            }
             (Some(line), None) => write!(f, "{}:{}: {}", self.path, line, self.message),
             _ => write!(f, "{}: {}", self.path, self.message),
         }
@@ -53,5 +70,9 @@ impl fmt::Display for Diagnostic {
 pub struct Diagnostics(pub Vec<Diagnostic>);
 
 fn render(diagnostics: &[Diagnostic]) -> String {
-    diagnostics.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n")
+    diagnostics
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
 }

@@ -11,8 +11,8 @@ use serde::Deserialize;
 
 use crate::diagnostic::Diagnostic;
 use crate::model::{
-    to_fields, validate_asset_id, validate_email, validate_object_id, Account, Asset, Invoice, Kind,
-    Owner, State, Timestamp,
+    to_fields, validate_asset_id, validate_email, validate_object_id, Account, Asset, Invoice,
+    Kind, Owner, State, Timestamp,
 };
 use crate::plan::{Action, Change};
 use crate::store::{Commit, HistoryEntry};
@@ -46,7 +46,12 @@ pub struct Import {
 
 /// Parses `text` (from `path`, for messages) against `state`. Every bad
 /// record is reported with its line; any error imports nothing.
-pub fn parse_import(path: &str, text: &str, state: &State, now: Timestamp) -> Result<Import, Vec<Diagnostic>> {
+pub fn parse_import(
+    path: &str,
+    text: &str,
+    state: &State,
+    now: Timestamp,
+) -> Result<Import, Vec<Diagnostic>> {
     let records = parse_records(path, text)?;
     let mut errors = Vec::new();
     let mut assets: BTreeMap<String, Asset> = BTreeMap::new();
@@ -55,7 +60,10 @@ pub fn parse_import(path: &str, text: &str, state: &State, now: Timestamp) -> Re
     for (line, record) in records {
         let mut error = |message: String| errors.push(Diagnostic::at(path, line, 1, message));
         let record_type = record.record_type.as_deref().unwrap_or("asset");
-        let account = record.account.as_deref().map(|a| state.resolve_account(a).to_string());
+        let account = record
+            .account
+            .as_deref()
+            .map(|a| state.resolve_account(a).to_string());
         let known_account = |error: &mut dyn FnMut(String)| -> Option<String> {
             match &account {
                 None => {
@@ -63,7 +71,9 @@ pub fn parse_import(path: &str, text: &str, state: &State, now: Timestamp) -> Re
                     None
                 }
                 Some(a) if !state.accounts.contains_key(a) => {
-                    error(format!("unknown account `{a}`: declare and apply it before importing into it"));
+                    error(format!(
+                        "unknown account `{a}`: declare and apply it before importing into it"
+                    ));
                     None
                 }
                 Some(a) => Some(a.clone()),
@@ -79,7 +89,9 @@ pub fn parse_import(path: &str, text: &str, state: &State, now: Timestamp) -> Re
                     error(message);
                     continue;
                 }
-                let Some(account) = known_account(&mut error) else { continue };
+                let Some(account) = known_account(&mut error) else {
+                    continue;
+                };
                 let Some(owner_text) = record.owner.as_deref() else {
                     error(format!("asset {id}: missing field `owner`"));
                     continue;
@@ -118,15 +130,22 @@ pub fn parse_import(path: &str, text: &str, state: &State, now: Timestamp) -> Re
                         owner,
                         creator,
                         folder: record.folder.clone(),
-                        versions: record.versions.iter().flatten().map(|v| v.to_ascii_lowercase()).collect(),
+                        versions: record
+                            .versions
+                            .iter()
+                            .flatten()
+                            .map(|v| v.to_ascii_lowercase())
+                            .collect(),
                         tags: record.tags.clone().unwrap_or_default(),
                     },
                 );
             }
             "invoice" => {
-                let (Some(id), Some(product), Some(organization)) =
-                    (record.id.clone(), record.product.clone(), record.organization.clone())
-                else {
+                let (Some(id), Some(product), Some(organization)) = (
+                    record.id.clone(),
+                    record.product.clone(),
+                    record.organization.clone(),
+                ) else {
                     error("invoice: needs `id`, `product` and `organization`".into());
                     continue;
                 };
@@ -135,33 +154,58 @@ pub fn parse_import(path: &str, text: &str, state: &State, now: Timestamp) -> Re
                     continue;
                 }
                 if !state.organizations.contains_key(&organization) {
-                    error(format!("invoice {id}: unknown organization `{organization}`"));
+                    error(format!(
+                        "invoice {id}: unknown organization `{organization}`"
+                    ));
                     continue;
                 }
-                invoices.insert(id, Invoice { product, organization });
+                invoices.insert(
+                    id,
+                    Invoice {
+                        product,
+                        organization,
+                    },
+                );
             }
             "credits" => {
-                let Some(account) = known_account(&mut error) else { continue };
+                let Some(account) = known_account(&mut error) else {
+                    continue;
+                };
                 let Some(balance) = record.balance else {
                     error("credits: missing field `balance`".into());
                     continue;
                 };
                 credits.insert(account, balance);
             }
-            other => error(format!("unknown record type `{other}` (expected asset, invoice or credits)")),
+            other => error(format!(
+                "unknown record type `{other}` (expected asset, invoice or credits)"
+            )),
         }
     }
     if !errors.is_empty() {
         return Err(errors);
     }
     let mut commit = Commit::default();
-    let history = |action: Action, kind: Kind, object: &str, account: &str, before: Option<crate::model::Fields>, after: Option<crate::model::Fields>| HistoryEntry {
+    let history = |action: Action,
+                   kind: Kind,
+                   object: &str,
+                   account: &str,
+                   before: Option<crate::model::Fields>,
+                   after: Option<crate::model::Fields>| HistoryEntry {
         seq: 0,
         time: now,
         plan_id: "inventory-import".into(),
         actor: None,
         revision: None,
-        change: Change::new(action, kind, object, account, before, after, format!("inventory import of {path}")),
+        change: Change::new(
+            action,
+            kind,
+            object,
+            account,
+            before,
+            after,
+            format!("inventory import of {path}"),
+        ),
     };
     let (asset_count, invoice_count, credit_count) = (assets.len(), invoices.len(), credits.len());
     for (id, asset) in assets {
@@ -169,10 +213,23 @@ pub fn parse_import(path: &str, text: &str, state: &State, now: Timestamp) -> Re
         if before == Some(&asset) {
             continue;
         }
-        let action = if before.is_some() { Action::Update } else { Action::Create };
-        let entry = history(action, Kind::Asset, &id, &asset.account, before.map(to_fields), Some(to_fields(&asset)));
+        let action = if before.is_some() {
+            Action::Update
+        } else {
+            Action::Create
+        };
+        let entry = history(
+            action,
+            Kind::Asset,
+            &id,
+            &asset.account,
+            before.map(to_fields),
+            Some(to_fields(&asset)),
+        );
         commit.history.push(entry);
-        commit.objects.push((Kind::Asset, id, Some(to_fields(&asset))));
+        commit
+            .objects
+            .push((Kind::Asset, id, Some(to_fields(&asset))));
     }
     for (id, invoice) in invoices {
         if state.invoices.get(&id) != Some(&invoice) {
@@ -180,19 +237,38 @@ pub fn parse_import(path: &str, text: &str, state: &State, now: Timestamp) -> Re
         }
     }
     for (account_id, balance) in credits {
-        let Some(account) = state.accounts.get(&account_id) else { continue };
+        let Some(account) = state.accounts.get(&account_id) else {
+            continue;
+        };
         if account.credits == balance {
             continue;
         }
-        let updated = Account { credits: balance, ..account.clone() };
+        let updated = Account {
+            credits: balance,
+            ..account.clone()
+        };
         let mut before = serde_json::Map::new();
         before.insert("credits".into(), account.credits.into());
         let mut after = serde_json::Map::new();
         after.insert("credits".into(), balance.into());
-        commit.history.push(history(Action::Update, Kind::Account, &account_id, &account_id, Some(before), Some(after)));
-        commit.objects.push((Kind::Account, account_id, Some(to_fields(&updated))));
+        commit.history.push(history(
+            Action::Update,
+            Kind::Account,
+            &account_id,
+            &account_id,
+            Some(before),
+            Some(after),
+        ));
+        commit
+            .objects
+            .push((Kind::Account, account_id, Some(to_fields(&updated))));
     }
-    Ok(Import { commit, assets: asset_count, invoices: invoice_count, credits: credit_count })
+    Ok(Import {
+        commit,
+        assets: asset_count,
+        invoices: invoice_count,
+        credits: credit_count,
+    })
 }
 
 /// Records with their 1-based line numbers: JSON lines when the first
@@ -208,7 +284,12 @@ fn parse_records(path: &str, text: &str) -> Result<Vec<(usize, Record)>, Vec<Dia
             }
             match serde_json::from_str::<Record>(line) {
                 Ok(record) => records.push((index + 1, record)),
-                Err(error) => errors.push(Diagnostic::at(path, index + 1, error.column(), strip_position(&error.to_string()))),
+                Err(error) => errors.push(Diagnostic::at(
+                    path,
+                    index + 1,
+                    error.column(),
+                    strip_position(&error.to_string()),
+                )),
             }
         }
         if errors.is_empty() {
@@ -234,7 +315,12 @@ fn parse_records(path: &str, text: &str) -> Result<Vec<(usize, Record)>, Vec<Dia
                 .collect()),
             Err(error) => {
                 let (line, column) = error.location().map_or((1, 1), |l| (l.line(), l.column()));
-                Err(vec![Diagnostic::at(path, line, column, strip_position(&error.to_string()))])
+                Err(vec![Diagnostic::at(
+                    path,
+                    line,
+                    column,
+                    strip_position(&error.to_string()),
+                )])
             }
         }
     }

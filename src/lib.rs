@@ -10,6 +10,7 @@ pub mod export;
 pub mod inventory;
 pub mod model;
 pub mod plan;
+pub mod reconcile;
 pub mod render;
 pub mod spec;
 pub mod store;

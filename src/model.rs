@@ -81,7 +81,19 @@ impl fmt::Display for Kind {
 }
 
 /// An account role (`role:` of a user).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
     Owner,
@@ -110,7 +122,19 @@ impl fmt::Display for Role {
 }
 
 /// A role inside a group.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum GroupRole {
     Admin,
@@ -135,7 +159,19 @@ pub enum UserStatus {
 }
 
 /// The kinds of asset users create.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum AssetKind {
     Dataset,
@@ -480,28 +516,82 @@ pub type Fields = serde_json::Map<String, serde_json::Value>;
 macro_rules! with_kind_map {
     ($state:expr, $kind:expr, |$map:ident| $body:expr) => {
         match $kind {
-            Kind::Account => { let $map = &$state.accounts; $body }
-            Kind::User => { let $map = &$state.users; $body }
-            Kind::Group => { let $map = &$state.groups; $body }
-            Kind::Membership => { let $map = &$state.memberships; $body }
-            Kind::Organization => { let $map = &$state.organizations; $body }
-            Kind::Product => { let $map = &$state.products; $body }
-            Kind::License => { let $map = &$state.licenses; $body }
-            Kind::Asset => { let $map = &$state.assets; $body }
-            Kind::Grant => { let $map = &$state.grants; $body }
+            Kind::Account => {
+                let $map = &$state.accounts;
+                $body
+            }
+            Kind::User => {
+                let $map = &$state.users;
+                $body
+            }
+            Kind::Group => {
+                let $map = &$state.groups;
+                $body
+            }
+            Kind::Membership => {
+                let $map = &$state.memberships;
+                $body
+            }
+            Kind::Organization => {
+                let $map = &$state.organizations;
+                $body
+            }
+            Kind::Product => {
+                let $map = &$state.products;
+                $body
+            }
+            Kind::License => {
+                let $map = &$state.licenses;
+                $body
+            }
+            Kind::Asset => {
+                let $map = &$state.assets;
+                $body
+            }
+            Kind::Grant => {
+                let $map = &$state.grants;
+                $body
+            }
         }
     };
     (mut $state:expr, $kind:expr, |$map:ident| $body:expr) => {
         match $kind {
-            Kind::Account => { let $map = &mut $state.accounts; $body }
-            Kind::User => { let $map = &mut $state.users; $body }
-            Kind::Group => { let $map = &mut $state.groups; $body }
-            Kind::Membership => { let $map = &mut $state.memberships; $body }
-            Kind::Organization => { let $map = &mut $state.organizations; $body }
-            Kind::Product => { let $map = &mut $state.products; $body }
-            Kind::License => { let $map = &mut $state.licenses; $body }
-            Kind::Asset => { let $map = &mut $state.assets; $body }
-            Kind::Grant => { let $map = &mut $state.grants; $body }
+            Kind::Account => {
+                let $map = &mut $state.accounts;
+                $body
+            }
+            Kind::User => {
+                let $map = &mut $state.users;
+                $body
+            }
+            Kind::Group => {
+                let $map = &mut $state.groups;
+                $body
+            }
+            Kind::Membership => {
+                let $map = &mut $state.memberships;
+                $body
+            }
+            Kind::Organization => {
+                let $map = &mut $state.organizations;
+                $body
+            }
+            Kind::Product => {
+                let $map = &mut $state.products;
+                $body
+            }
+            Kind::License => {
+                let $map = &mut $state.licenses;
+                $body
+            }
+            Kind::Asset => {
+                let $map = &mut $state.assets;
+                $body
+            }
+            Kind::Grant => {
+                let $map = &mut $state.grants;
+                $body
+            }
         }
     };
 }
@@ -526,7 +616,12 @@ impl State {
 
     /// Replaces object `id` of `kind` by `fields`, or removes it for `None`.
     /// Fails when the fields do not make an object of that kind.
-    pub fn put_fields(&mut self, kind: Kind, id: &str, fields: Option<Fields>) -> Result<(), String> {
+    pub fn put_fields(
+        &mut self,
+        kind: Kind,
+        id: &str,
+        fields: Option<Fields>,
+    ) -> Result<(), String> {
         with_kind_map!(mut self, kind, |map| {
             match fields {
                 None => {
@@ -585,7 +680,11 @@ impl State {
     pub fn resolve_account<'a>(&'a self, id: &'a str) -> &'a str {
         let mut current = id;
         for _ in 0..self.accounts.len() + 1 {
-            match self.accounts.get(current).and_then(|a| a.merged_into.as_deref()) {
+            match self
+                .accounts
+                .get(current)
+                .and_then(|a| a.merged_into.as_deref())
+            {
                 Some(next) => current = next,
                 None => break,
             }
@@ -676,7 +775,9 @@ pub fn validate_email(email: &str) -> Result<(), String> {
 /// Checks an asset id: `<kind>/<id>` with a known kind.
 pub fn validate_asset_id(id: &str) -> Result<AssetKind, String> {
     let Some((kind, rest)) = id.split_once('/') else {
-        return Err(format!("bad asset id `{id}`: expected <kind>/<id>, e.g. dataset/ds-1"));
+        return Err(format!(
+            "bad asset id `{id}`: expected <kind>/<id>, e.g. dataset/ds-1"
+        ));
     };
     let kind: AssetKind = kind.parse()?;
     validate_object_id(rest).map_err(|_| {
@@ -687,7 +788,10 @@ pub fn validate_asset_id(id: &str) -> Result<AssetKind, String> {
 
 /// The domain part of an email, lowercase.
 pub fn email_domain(email: &str) -> &str {
-    email.rsplit_once('@').map(|(_, domain)| domain).unwrap_or("")
+    email
+        .rsplit_once('@')
+        .map(|(_, domain)| domain)
+        .unwrap_or("")
 }
 
 #[cfg(test)]
@@ -707,9 +811,18 @@ mod tests {
 
     #[test]
     fn owners_parse_users_groups_and_bare_emails() {
-        assert_eq!("user:Bob@Acme.com".parse::<Owner>().unwrap(), Owner::User("bob@acme.com".into()));
-        assert_eq!("bob@acme.com".parse::<Owner>().unwrap(), Owner::User("bob@acme.com".into()));
-        assert_eq!("group:analysts".parse::<Owner>().unwrap(), Owner::Group("analysts".into()));
+        assert_eq!(
+            "user:Bob@Acme.com".parse::<Owner>().unwrap(),
+            Owner::User("bob@acme.com".into())
+        );
+        assert_eq!(
+            "bob@acme.com".parse::<Owner>().unwrap(),
+            Owner::User("bob@acme.com".into())
+        );
+        assert_eq!(
+            "group:analysts".parse::<Owner>().unwrap(),
+            Owner::Group("analysts".into())
+        );
         assert!("analysts".parse::<Owner>().is_err());
     }
 
@@ -723,9 +836,14 @@ mod tests {
             status: UserStatus::Active,
             invitation_expires: None,
         };
-        state.put_fields(Kind::User, "bob@acme.com", Some(to_fields(&user))).unwrap();
+        state
+            .put_fields(Kind::User, "bob@acme.com", Some(to_fields(&user)))
+            .unwrap();
         assert_eq!(state.users["bob@acme.com"], user);
-        assert_eq!(state.fields(Kind::User, "bob@acme.com").unwrap()["role"], "admin");
+        assert_eq!(
+            state.fields(Kind::User, "bob@acme.com").unwrap()["role"],
+            "admin"
+        );
         state.put_fields(Kind::User, "bob@acme.com", None).unwrap();
         assert!(!state.contains(Kind::User, "bob@acme.com"));
     }

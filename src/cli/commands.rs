@@ -12,6 +12,7 @@ use super::args::{
 };
 use super::{Config, Outcome};
 use crate::apply::{self, ApplyContext};
+use crate::reconcile::{self, ReconcileError, ReconcileOptions};
 use crate::desired::Desired;
 use crate::diagnostic::Diagnostic;
 use crate::model::{to_fields, Fields, Kind, State, UserStatus};
@@ -122,35 +123,6 @@ fn state_after(plan: &Plan, state: &State) -> State {
     after
 }
 
-/// `--actor`: refuses the plan when the actor may not make every change.
-fn authorization(plan: &Plan, state: &State, actor: Option<&str>) -> Result<()> {
-    let Some(actor) = actor else { return Ok(()) };
-    let refused = plan::authorize(plan, state, actor);
-    if refused.is_empty() {
-        return Ok(());
-    }
-    for refusal in &refused {
-        eprintln!("refused: {refusal}");
-    }
-    bail!(
-        "{actor} is not authorized to make {} of this plan; nothing was changed",
-        plural(refused.len(), "change")
-    )
-}
-
-/// The removal guard: why the plan removes too much, if it does.
-fn removal_guard(
-    plan: &Plan,
-    state: &State,
-    max_removal: f64,
-    allow_removals: bool,
-) -> Result<(), String> {
-    if allow_removals {
-        return Ok(());
-    }
-    plan::RemovalCount::of(plan, state).check(max_removal)
-}
-
 fn check_max_removal(max_removal: f64) -> Result<()> {
     if !(0.0..=100.0).contains(&max_removal) {
         bail!("--max-removal {max_removal}: give a percentage from 0 to 100");
@@ -184,8 +156,19 @@ fn plan_command(args: &PlanArgs, config: &Config) -> Result<Outcome> {
     let desired = load_specs(config)?;
     let state = open(config, Access::Read)?.load()?;
     let plan = make_plan(&desired, &state, config)?;
-    authorization(&plan, &state, args.actor.as_deref())?;
-    let refusal = removal_guard(&plan, &state, args.max_removal, args.allow_removals).err();
+    let options = ReconcileOptions {
+        actor: args.actor.clone(),
+        max_removal: args.max_removal,
+        allow_removals: args.allow_removals,
+        ..ReconcileOptions::new(config.now)
+    };
+    // A plan refused by the removal guard is still shown (with the warning),
+    // then exits 1; any other refusal ends the run here.
+    let refusal = match reconcile::check_plan(&plan, &state, &options) {
+        Ok(()) => None,
+        Err(ReconcileError::Refused(message)) => Some(message),
+        Err(error) => return Err(error.into()),
+    };
     if let Some(out) = &args.out {
         if refusal.is_none() {
             std::fs::write(out, render::json::render_json(&plan))
@@ -284,59 +267,38 @@ fn read_plan_file(path: &Path) -> Result<Plan> {
 
 fn apply_command(args: &ApplyArgs, config: &Config) -> Result<Outcome> {
     check_max_removal(args.max_removal)?;
-    // Read the specs (or the plan file) before taking the lock.
-    let saved_plan = match &args.plan_file {
-        Some(path) => Some(read_plan_file(path)?),
-        None => None,
-    };
-    let desired = match &saved_plan {
-        Some(_) => None,
-        None => Some(load_specs(config)?),
-    };
-    let store = open(config, Access::Write { wait: args.wait })?;
-    let state = store.load()?;
-    let plan = match saved_plan {
-        Some(plan) => plan,
-        None => make_plan(
-            desired
-                .as_ref()
-                .expect("specs loaded when no plan file is given"),
-            &state,
-            config,
-        )?,
-    };
-    authorization(&plan, &state, args.actor.as_deref())?;
-    removal_guard(&plan, &state, args.max_removal, args.allow_removals)
-        .map_err(|refusal| anyhow!("{refusal}; nothing was applied"))?;
-    let revision = args
-        .revision
-        .clone()
-        .or_else(|| specs_revision(&config.specs));
-    let context = ApplyContext {
-        now: Some(config.now),
+    let options = ReconcileOptions {
         actor: args.actor.clone(),
-        revision,
+        revision: args.revision.clone().or_else(|| specs_revision(&config.specs)),
+        max_removal: args.max_removal,
+        allow_removals: args.allow_removals,
+        ..ReconcileOptions::new(config.now)
     };
-    let outcome = apply::prepare(&plan, &state, &context)?;
-    if args.plan_file.is_none() {
-        let options = render::text::TextOptions {
-            color: config.color,
-            expand: false,
-        };
-        print!("{}", render::text::render_text(&plan, &options));
-    }
-    if !outcome.commit.is_empty() {
-        store.commit(outcome.commit)?;
-    }
-    let skipped = if outcome.skipped > 0 {
-        format!(" ({} already applied)", outcome.skipped)
-    } else {
-        String::new()
+    // Read the specs (or the plan file) before taking the lock.
+    let (applied, skipped) = match &args.plan_file {
+        Some(path) => {
+            let plan = read_plan_file(path)?;
+            let store = open(config, Access::Write { wait: args.wait })?;
+            let state = store.load()?;
+            reconcile::check_plan(&plan, &state, &options)?;
+            let context = ApplyContext { now: Some(config.now), actor: options.actor.clone(), revision: options.revision.clone() };
+            let outcome = apply::prepare(&plan, &state, &context)?;
+            if !outcome.commit.is_empty() {
+                store.commit(outcome.commit)?;
+            }
+            (outcome.applied, outcome.skipped)
+        }
+        None => {
+            let desired = load_specs(config)?;
+            let store = open(config, Access::Write { wait: args.wait })?;
+            let reconciled = reconcile::reconcile(&desired, store.as_ref(), &options)?;
+            let text_options = render::text::TextOptions { color: config.color, expand: false };
+            print!("{}", render::text::render_text(&reconciled.plan, &text_options));
+            (reconciled.applied, reconciled.skipped)
+        }
     };
-    println!(
-        "Apply complete: {} applied{skipped}.",
-        plural(outcome.applied, "change")
-    );
+    let skipped = if skipped > 0 { format!(" ({skipped} already applied)") } else { String::new() };
+    println!("Apply complete: {} applied{skipped}.", plural(applied, "change"));
     Ok(Outcome::Success)
 }
 

@@ -152,7 +152,12 @@ pub struct Plan {
 
 impl Plan {
     pub fn new(changes: Vec<Change>, pending: Vec<Pending>) -> Plan {
-        Plan { format_version: FORMAT_VERSION, summary: Summary::of(&changes), changes, pending }
+        Plan {
+            format_version: FORMAT_VERSION,
+            summary: Summary::of(&changes),
+            changes,
+            pending,
+        }
     }
 
     pub fn is_empty(&self) -> bool {

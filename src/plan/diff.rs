@@ -20,18 +20,31 @@ pub struct PlanConfig {
 
 /// Plans the changes that make `state` match `desired`. Fails with every
 /// broken rule at once.
-pub fn plan(desired: &Desired, state: &State, config: &PlanConfig) -> Result<Plan, Vec<Diagnostic>> {
+pub fn plan(
+    desired: &Desired,
+    state: &State,
+    config: &PlanConfig,
+) -> Result<Plan, Vec<Diagnostic>> {
     let target = target::build(desired, state, config.now);
     if !target.errors.is_empty() {
         return Err(target.errors);
     }
     let mut changes = Vec::new();
-    let mut differ = Differ { desired, state, target: &target, changes: &mut changes };
+    let mut differ = Differ {
+        desired,
+        state,
+        target: &target,
+        changes: &mut changes,
+    };
     differ.kind(Kind::Account, &state.accounts, &target.accounts);
     differ.kind(Kind::User, &state.users, &target.users);
     differ.kind(Kind::Group, &state.groups, &target.groups);
     differ.kind(Kind::Membership, &state.memberships, &target.memberships);
-    differ.kind(Kind::Organization, &state.organizations, &target.organizations);
+    differ.kind(
+        Kind::Organization,
+        &state.organizations,
+        &target.organizations,
+    );
     differ.kind(Kind::Product, &state.products, &target.products);
     differ.kind(Kind::License, &state.licenses, &target.licenses);
     differ.assets();
@@ -44,7 +57,10 @@ pub fn plan(desired: &Desired, state: &State, config: &PlanConfig) -> Result<Pla
 /// order, then removals in reverse dependency order (after the transfers
 /// that free what they remove).
 fn order_key(change: &Change) -> (&str, u8, i32, &str) {
-    let rank = Kind::ALL.iter().position(|k| *k == change.kind).unwrap_or(0) as i32;
+    let rank = Kind::ALL
+        .iter()
+        .position(|k| *k == change.kind)
+        .unwrap_or(0) as i32;
     match change.action {
         Action::Remove => (&change.account, 1, -rank, &change.object),
         _ => (&change.account, 0, rank, &change.object),
@@ -72,7 +88,12 @@ struct Differ<'a, 's> {
 }
 
 impl Differ<'_, '_> {
-    fn kind<T: Serialize + PartialEq>(&mut self, kind: Kind, current: &BTreeMap<String, T>, wanted: &BTreeMap<String, T>) {
+    fn kind<T: Serialize + PartialEq>(
+        &mut self,
+        kind: Kind,
+        current: &BTreeMap<String, T>,
+        wanted: &BTreeMap<String, T>,
+    ) {
         for (id, object) in wanted {
             match current.get(id) {
                 None => self.push(kind, id, None, Some(to_fields(object))),
@@ -93,9 +114,12 @@ impl Differ<'_, '_> {
         for (id, asset) in &self.target.assets.overlay {
             match self.state.assets.get(id) {
                 None => self.push(Kind::Asset, id, None, Some(to_fields(asset))),
-                Some(existing) if existing != asset => {
-                    self.push(Kind::Asset, id, Some(to_fields(existing)), Some(to_fields(asset)))
-                }
+                Some(existing) if existing != asset => self.push(
+                    Kind::Asset,
+                    id,
+                    Some(to_fields(existing)),
+                    Some(to_fields(asset)),
+                ),
                 Some(_) => {}
             }
         }
@@ -107,22 +131,41 @@ impl Differ<'_, '_> {
             (None, Some(after)) => (Action::Create, None, Some(after)),
             (Some(before), None) => (Action::Remove, Some(before), None),
             (Some(before), Some(after)) => {
-                let changed: Vec<&String> = after.keys().filter(|key| before.get(*key) != after.get(*key)).collect();
+                let changed: Vec<&String> = after
+                    .keys()
+                    .filter(|key| before.get(*key) != after.get(*key))
+                    .collect();
                 if changed.is_empty() {
                     return;
                 }
-                let is_transfer = changed.iter().any(|key| transfer_fields(kind).contains(&key.as_str()));
+                let is_transfer = changed
+                    .iter()
+                    .any(|key| transfer_fields(kind).contains(&key.as_str()));
                 let pick = |fields: &Fields| -> Fields {
-                    changed.iter().map(|key| ((*key).clone(), fields.get(*key).cloned().unwrap_or_default())).collect()
+                    changed
+                        .iter()
+                        .map(|key| {
+                            (
+                                (*key).clone(),
+                                fields.get(*key).cloned().unwrap_or_default(),
+                            )
+                        })
+                        .collect()
                 };
-                let action = if is_transfer { Action::Transfer } else { Action::Update };
+                let action = if is_transfer {
+                    Action::Transfer
+                } else {
+                    Action::Update
+                };
                 (action, Some(pick(&before)), Some(pick(&after)))
             }
             (None, None) => return,
         };
         let account = self.account_of(kind, id, action);
         let reason = self.reason(kind, id, action);
-        self.changes.push(Change::new(action, kind, id, account, before, after, reason));
+        self.changes.push(Change::new(
+            action, kind, id, account, before, after, reason,
+        ));
     }
 
     /// The account a change is listed under: where the object will be, or,

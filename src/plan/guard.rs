@@ -20,7 +20,10 @@ pub struct RemovalCount {
 impl RemovalCount {
     pub fn of(plan: &Plan, state: &State) -> RemovalCount {
         let removed = |kind: Kind| {
-            plan.changes.iter().filter(|c| c.kind == kind && c.action == Action::Remove).count()
+            plan.changes
+                .iter()
+                .filter(|c| c.kind == kind && c.action == Action::Remove)
+                .count()
         };
         RemovalCount {
             users_removed: removed(Kind::User),
@@ -67,7 +70,10 @@ impl RemovalCount {
 }
 
 fn percent(part: usize, total: usize) -> String {
-    format!("{}%", trim_float(((part as f64) * 1000.0 / (total as f64)).round() / 10.0))
+    format!(
+        "{}%",
+        trim_float(((part as f64) * 1000.0 / (total as f64)).round() / 10.0)
+    )
 }
 
 fn trim_float(value: f64) -> String {
@@ -81,21 +87,38 @@ fn trim_float(value: f64) -> String {
 pub fn authorize(plan: &Plan, state: &State, actor: &str) -> Vec<String> {
     let actor = actor.to_ascii_lowercase();
     let role_in = |account: &str| -> Option<Role> {
-        state.users.get(&actor).filter(|user| user.account == account).map(|user| user.role)
+        state
+            .users
+            .get(&actor)
+            .filter(|user| user.account == account)
+            .map(|user| user.role)
     };
     let is_admin = |account: &str| matches!(role_in(account), Some(Role::Owner | Role::Admin));
     let mut refusals = Vec::new();
     for change in &plan.changes {
         let refuse = |needs: String| format!("{actor} may not {}: {needs}", describe(change));
         let before_text = |name: &str| {
-            change.before.as_ref().and_then(|f| f.get(name)).and_then(|v| v.as_str()).map(str::to_string)
+            change
+                .before
+                .as_ref()
+                .and_then(|f| f.get(name))
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
         };
         let after_text = |name: &str| {
-            change.after.as_ref().and_then(|f| f.get(name)).and_then(|v| v.as_str()).map(str::to_string)
+            change
+                .after
+                .as_ref()
+                .and_then(|f| f.get(name))
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
         };
         match (change.kind, change.action) {
             (Kind::Account, Action::Transfer) => {
-                let owner = state.accounts.get(&change.object).and_then(|a| a.owner.clone());
+                let owner = state
+                    .accounts
+                    .get(&change.object)
+                    .and_then(|a| a.owner.clone());
                 if owner.as_deref() != Some(actor.as_str()) {
                     refusals.push(refuse(format!(
                         "an ownership transfer of account {} needs its current owner{}",
@@ -110,7 +133,10 @@ pub fn authorize(plan: &Plan, state: &State, actor: &str) -> Vec<String> {
                 let hub = |id: &str| state.accounts.get(id).and_then(|a| a.hub.clone());
                 let hub_account = hub(&from).or_else(|| hub(&to));
                 let may_move = |account: &str| {
-                    matches!(role_in(account), Some(Role::Owner | Role::Admin | Role::BillingAdmin))
+                    matches!(
+                        role_in(account),
+                        Some(Role::Owner | Role::Admin | Role::BillingAdmin)
+                    )
                 };
                 match hub_account {
                     Some(hub) if !may_move(&hub) => refusals.push(refuse(format!(
@@ -134,7 +160,9 @@ pub fn authorize(plan: &Plan, state: &State, actor: &str) -> Vec<String> {
             _ => {
                 let account = &change.account;
                 if state.accounts.contains_key(account) && !is_admin(account) {
-                    refusals.push(refuse(format!("it needs an owner or admin of account {account}")));
+                    refusals.push(refuse(format!(
+                        "it needs an owner or admin of account {account}"
+                    )));
                 }
             }
         }
@@ -145,7 +173,11 @@ pub fn authorize(plan: &Plan, state: &State, actor: &str) -> Vec<String> {
 /// The accounts on both sides of a product or organization transfer.
 fn container_accounts(change: &Change, state: &State) -> Vec<String> {
     let text = |fields: &Option<crate::model::Fields>, name: &str| {
-        fields.as_ref().and_then(|f| f.get(name)).and_then(|v| v.as_str()).map(str::to_string)
+        fields
+            .as_ref()
+            .and_then(|f| f.get(name))
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
     };
     let mut accounts = Vec::new();
     match change.kind {
@@ -154,9 +186,12 @@ fn container_accounts(change: &Change, state: &State) -> Vec<String> {
             accounts.extend(text(&change.after, "account"));
         }
         _ => {
-            for organization in [text(&change.before, "organization"), text(&change.after, "organization")]
-                .into_iter()
-                .flatten()
+            for organization in [
+                text(&change.before, "organization"),
+                text(&change.after, "organization"),
+            ]
+            .into_iter()
+            .flatten()
             {
                 match state.organizations.get(&organization) {
                     Some(org) => accounts.push(org.account.clone()),
@@ -171,5 +206,11 @@ fn container_accounts(change: &Change, state: &State) -> Vec<String> {
 }
 
 fn describe(change: &Change) -> String {
-    format!("{} {} {} (change {})", change.action.as_str(), change.kind, change.object, change.id)
+    format!(
+        "{} {} {} (change {})",
+        change.action.as_str(),
+        change.kind,
+        change.object,
+        change.id
+    )
 }

@@ -51,7 +51,11 @@ impl<'s> TargetAssets<'s> {
                 .or_default()
                 .insert(id.clone());
         }
-        TargetAssets { base, overlay: BTreeMap::new(), by_owner }
+        TargetAssets {
+            base,
+            overlay: BTreeMap::new(),
+            by_owner,
+        }
     }
 
     pub fn get(&self, id: &str) -> Option<&Asset> {
@@ -132,7 +136,11 @@ pub(crate) fn build<'s>(desired: &Desired, state: &'s State, now: Timestamp) -> 
         pending: Vec::new(),
         errors: Vec::new(),
     };
-    let mut builder = Builder { desired, state, now };
+    let mut builder = Builder {
+        desired,
+        state,
+        now,
+    };
     builder.accounts(&mut target);
     builder.users(&mut target);
     builder.organizations_and_licenses(&mut target);
@@ -143,7 +151,9 @@ pub(crate) fn build<'s>(desired: &Desired, state: &'s State, now: Timestamp) -> 
     builder.grants(&mut target);
     builder.account_removals(&mut target);
     builder.connection_requests(&mut target);
-    target.pending.sort_by(|a, b| (a.kind, &a.object, &a.reason).cmp(&(b.kind, &b.object, &b.reason)));
+    target
+        .pending
+        .sort_by(|a, b| (a.kind, &a.object, &a.reason).cmp(&(b.kind, &b.object, &b.reason)));
     target.errors.sort();
     target.errors.dedup();
     target
@@ -259,7 +269,9 @@ impl<'a> Builder<'a> {
                 Some(current) => {
                     let mut invitation_expires = current.invitation_expires;
                     if current.status == UserStatus::Invited
-                        && current.invitation_expires.is_none_or(|expires| expires <= self.now)
+                        && current
+                            .invitation_expires
+                            .is_none_or(|expires| expires <= self.now)
                     {
                         invitation_expires = Some(expires_at);
                         target.reasons.insert(
@@ -281,19 +293,28 @@ impl<'a> Builder<'a> {
         // A pending ownership transfer keeps the old owner in place and the
         // new one out of the owner role.
         for (account_id, account) in &target.accounts {
-            let Some(wanted) = self.desired_account(account_id) else { continue };
+            let Some(wanted) = self.desired_account(account_id) else {
+                continue;
+            };
             if account.owner == wanted.owner {
                 continue;
             }
             if let Some(new_owner) = &wanted.owner {
                 if let Some(user) = target.users.get_mut(new_owner) {
                     user.role = self.state.users.get(new_owner).map_or(Role::Member, |u| {
-                        if u.role == Role::Owner { Role::Admin } else { u.role }
+                        if u.role == Role::Owner {
+                            Role::Admin
+                        } else {
+                            u.role
+                        }
                     });
                 }
             }
             if let Some(old_owner) = &account.owner {
-                match (target.users.get_mut(old_owner), self.state.users.get(old_owner)) {
+                match (
+                    target.users.get_mut(old_owner),
+                    self.state.users.get(old_owner),
+                ) {
                     (Some(user), _) => user.role = Role::Owner,
                     (None, Some(current)) => {
                         target.users.insert(old_owner.clone(), current.clone());
@@ -331,7 +352,12 @@ impl<'a> Builder<'a> {
                 continue;
             }
             if let Some(into) = self.merged_into(&organization.account) {
-                target.organizations.insert(id.clone(), Organization { account: into.clone() });
+                target.organizations.insert(
+                    id.clone(),
+                    Organization {
+                        account: into.clone(),
+                    },
+                );
                 target.reasons.insert(
                     (Kind::Organization, id.clone()),
                     format!("merge of {} into {into}", organization.account),
@@ -354,7 +380,11 @@ impl<'a> Builder<'a> {
                     .filter(|email| target.users.get(email).is_some_and(|u| u.account == into));
                 target.licenses.insert(
                     id.clone(),
-                    License { account: into.clone(), assignee, ..license.clone() },
+                    License {
+                        account: into.clone(),
+                        assignee,
+                        ..license.clone()
+                    },
                 );
                 target.reasons.insert(
                     (Kind::License, id.clone()),
@@ -373,7 +403,10 @@ impl<'a> Builder<'a> {
                             Kind::Organization,
                             id,
                             &organization.account,
-                            format!("organization {id} cannot move from {} to {}: {message}", current.account, organization.account),
+                            format!(
+                                "organization {id} cannot move from {} to {}: {message}",
+                                current.account, organization.account
+                            ),
                         ));
                     }
                 }
@@ -389,19 +422,31 @@ impl<'a> Builder<'a> {
                             Kind::License,
                             id,
                             &license.account,
-                            format!("license {id} cannot move from {} to {}: {message}", current.account, license.account),
+                            format!(
+                                "license {id} cannot move from {} to {}: {message}",
+                                current.account, license.account
+                            ),
                         ));
                     }
                 }
             }
         }
         for (id, product) in &target.products {
-            let Some(current) = self.state.products.get(id) else { continue };
+            let Some(current) = self.state.products.get(id) else {
+                continue;
+            };
             if current.organization == product.organization {
                 continue;
             }
-            let from = self.state.organizations.get(&current.organization).map(|o| o.account.clone());
-            let to = target.organizations.get(&product.organization).map(|o| o.account.clone());
+            let from = self
+                .state
+                .organizations
+                .get(&current.organization)
+                .map(|o| o.account.clone());
+            let to = target
+                .organizations
+                .get(&product.organization)
+                .map(|o| o.account.clone());
             if let (Some(from), Some(to)) = (from, to) {
                 if from != to && self.merged_into(&from).as_deref() != Some(&to) {
                     if let Err(message) = self.connected(&from, &to) {
@@ -429,9 +474,12 @@ impl<'a> Builder<'a> {
         for (account, rules) in &self.desired.reassign {
             for rule in rules {
                 for id in target.assets.owned_by(account, &rule.from) {
-                    let Some(asset) = target.assets.get(&id) else { continue };
+                    let Some(asset) = target.assets.get(&id) else {
+                        continue;
+                    };
                     let kind_matches = rule.kinds.is_empty()
-                        || AssetKind::of_asset_id(&id).is_some_and(|kind| rule.kinds.contains(&kind));
+                        || AssetKind::of_asset_id(&id)
+                            .is_some_and(|kind| rule.kinds.contains(&kind));
                     if !kind_matches {
                         continue;
                     }
@@ -469,7 +517,10 @@ impl<'a> Builder<'a> {
                 },
             };
             if target.assets.get(id) != Some(&asset) {
-                target.reasons.insert((Kind::Asset, id.clone()), format!("pinned in account {}", pin.account));
+                target.reasons.insert(
+                    (Kind::Asset, id.clone()),
+                    format!("pinned in account {}", pin.account),
+                );
                 target.assets.put(id, asset);
             }
         }
@@ -477,13 +528,16 @@ impl<'a> Builder<'a> {
 
     /// The account `account` merges into, if the specs merge it.
     fn merged_into(&self, account: &str) -> Option<String> {
-        self.desired_account(account).and_then(|a| a.merged_into.clone())
+        self.desired_account(account)
+            .and_then(|a| a.merged_into.clone())
     }
 
     /// `merged_into`: credits add up and assets follow into the other account.
     fn merges(&mut self, target: &mut Target) {
         for (from, wanted) in &self.desired.accounts {
-            let Some(into) = &wanted.merged_into else { continue };
+            let Some(into) = &wanted.merged_into else {
+                continue;
+            };
             let credits = target.accounts.get(from).map_or(0, |a| a.credits);
             if credits != 0 {
                 if let Some(account) = target.accounts.get_mut(from) {
@@ -493,18 +547,29 @@ impl<'a> Builder<'a> {
                     account.credits += credits;
                 }
                 let reason = format!("merge of {from} into {into}: credits add up");
-                target.reasons.insert((Kind::Account, from.clone()), reason.clone());
+                target
+                    .reasons
+                    .insert((Kind::Account, from.clone()), reason.clone());
                 target.reasons.insert((Kind::Account, into.clone()), reason);
             }
-            let owners: Vec<(String, Owner)> =
-                target.assets.owners().into_iter().filter(|(account, _)| account == from).collect();
+            let owners: Vec<(String, Owner)> = target
+                .assets
+                .owners()
+                .into_iter()
+                .filter(|(account, _)| account == from)
+                .collect();
             for (_, owner) in owners {
                 for id in target.assets.owned_by(from, &owner) {
-                    let Some(asset) = target.assets.get(&id) else { continue };
+                    let Some(asset) = target.assets.get(&id) else {
+                        continue;
+                    };
                     let mut asset = asset.clone();
                     asset.account = into.clone();
                     target.assets.put(&id, asset);
-                    target.reasons.insert((Kind::Asset, id.clone()), format!("merge of {from} into {into}"));
+                    target.reasons.insert(
+                        (Kind::Asset, id.clone()),
+                        format!("merge of {from} into {into}"),
+                    );
                 }
             }
         }
@@ -518,12 +583,19 @@ impl<'a> Builder<'a> {
         }
         let header = |id: &str| -> Option<(Option<String>, Vec<String>, Option<String>)> {
             if let Some(wanted) = self.desired_account(id) {
-                Some((wanted.hub.clone(), wanted.connections.clone(), wanted.merged_into.clone()))
+                Some((
+                    wanted.hub.clone(),
+                    wanted.connections.clone(),
+                    wanted.merged_into.clone(),
+                ))
             } else {
-                self.state
-                    .accounts
-                    .get(id)
-                    .map(|account| (account.hub.clone(), account.connections.clone(), account.merged_into.clone()))
+                self.state.accounts.get(id).map(|account| {
+                    (
+                        account.hub.clone(),
+                        account.connections.clone(),
+                        account.merged_into.clone(),
+                    )
+                })
             }
         };
         let (Some((hub_a, connections_a, merged_a)), Some((hub_b, connections_b, merged_b))) =
@@ -556,7 +628,9 @@ impl<'a> Builder<'a> {
     /// what they own (contract 2.3).
     fn moves(&mut self, target: &mut Target) {
         for (email, wanted) in &self.desired.users {
-            let Some(current) = self.state.users.get(email) else { continue };
+            let Some(current) = self.state.users.get(email) else {
+                continue;
+            };
             let from = &current.account;
             let to = &wanted.account;
             if from == to {
@@ -574,7 +648,11 @@ impl<'a> Builder<'a> {
             let rule = wanted.move_rule.clone().unwrap_or_default();
             let successor = match &rule.successor {
                 Some(successor) => {
-                    if target.users.get(successor).is_none_or(|u| &u.account != from) {
+                    if target
+                        .users
+                        .get(successor)
+                        .is_none_or(|u| &u.account != from)
+                    {
                         target.errors.push(self.error(
                             Kind::User,
                             email,
@@ -587,13 +665,21 @@ impl<'a> Builder<'a> {
                 }
                 None => target.accounts.get(from).and_then(|a| a.owner.clone()),
             };
-            target.reasons.insert((Kind::User, email.clone()), format!("moves from {from} to {to}"));
+            target.reasons.insert(
+                (Kind::User, email.clone()),
+                format!("moves from {from} to {to}"),
+            );
             let owner = Owner::User(email.clone());
-            let folder_name = rule.folder.clone().unwrap_or_else(|| format!("Moved from {from}"));
+            let folder_name = rule
+                .folder
+                .clone()
+                .unwrap_or_else(|| format!("Moved from {from}"));
             let folder_id = moved_folder_id(to, email, &folder_name);
             let mut created_folder = false;
             for id in target.assets.owned_by(from, &owner) {
-                let Some(asset) = target.assets.get(&id) else { continue };
+                let Some(asset) = target.assets.get(&id) else {
+                    continue;
+                };
                 let mut asset = asset.clone();
                 let kind = AssetKind::of_asset_id(&id);
                 let all_versions_owned = asset.versions.iter().all(|v| v == email);
@@ -611,9 +697,14 @@ impl<'a> Builder<'a> {
                     } else {
                         asset.folder = None;
                     }
-                    target.reasons.insert((Kind::Asset, id.clone()), format!("moves with {email} from {from} to {to}"));
+                    target.reasons.insert(
+                        (Kind::Asset, id.clone()),
+                        format!("moves with {email} from {from} to {to}"),
+                    );
                 } else {
-                    let Some(successor) = &successor else { continue };
+                    let Some(successor) = &successor else {
+                        continue;
+                    };
                     asset.owner = Owner::User(successor.clone());
                     for version in &mut asset.versions {
                         if version == email {
@@ -624,9 +715,17 @@ impl<'a> Builder<'a> {
                         let grant = grant_id(&id, email);
                         target.grants.insert(
                             grant.clone(),
-                            Grant { account: from.clone(), asset: id.clone(), user: email.clone(), level: "read".into() },
+                            Grant {
+                                account: from.clone(),
+                                asset: id.clone(),
+                                user: email.clone(),
+                                level: "read".into(),
+                            },
                         );
-                        target.reasons.insert((Kind::Grant, grant), format!("{email} keeps read access after moving to {to}"));
+                        target.reasons.insert(
+                            (Kind::Grant, grant),
+                            format!("{email} keeps read access after moving to {to}"),
+                        );
                     }
                     target.reasons.insert(
                         (Kind::Asset, id.clone()),
@@ -649,7 +748,10 @@ impl<'a> Builder<'a> {
                         tags,
                     },
                 );
-                target.reasons.insert((Kind::Asset, folder_id.clone()), format!("receives the files {email} brings from {from}"));
+                target.reasons.insert(
+                    (Kind::Asset, folder_id.clone()),
+                    format!("receives the files {email} brings from {from}"),
+                );
             }
         }
     }
@@ -660,13 +762,20 @@ impl<'a> Builder<'a> {
     fn orphans(&mut self, target: &mut Target) {
         for (account, owner) in target.assets.owners() {
             let exists = match &owner {
-                Owner::User(email) => target.users.get(email).is_some_and(|u| u.account == account),
-                Owner::Group(name) => target.groups.contains_key(&crate::model::group_id(&account, name)),
+                Owner::User(email) => target
+                    .users
+                    .get(email)
+                    .is_some_and(|u| u.account == account),
+                Owner::Group(name) => target
+                    .groups
+                    .contains_key(&crate::model::group_id(&account, name)),
             };
             if exists {
                 continue;
             }
-            let Some(target_account) = target.accounts.get(&account) else { continue };
+            let Some(target_account) = target.accounts.get(&account) else {
+                continue;
+            };
             if target_account.merged_into.is_some() {
                 continue;
             }
@@ -677,12 +786,16 @@ impl<'a> Builder<'a> {
                 .or_else(|| target_account.owner.clone());
             let Some(successor) = successor else { continue };
             let why = match &owner {
-                Owner::User(email) if self.state.users.contains_key(email) => format!("{email} is removed"),
+                Owner::User(email) if self.state.users.contains_key(email) => {
+                    format!("{email} is removed")
+                }
                 Owner::User(email) => format!("{email} is not a user of {account}"),
                 Owner::Group(name) => format!("group {name} is removed"),
             };
             for id in target.assets.owned_by(&account, &owner) {
-                let Some(asset) = target.assets.get(&id) else { continue };
+                let Some(asset) = target.assets.get(&id) else {
+                    continue;
+                };
                 let mut asset = asset.clone();
                 if let Owner::User(email) = &owner {
                     for version in &mut asset.versions {
@@ -693,14 +806,19 @@ impl<'a> Builder<'a> {
                 }
                 asset.owner = Owner::User(successor.clone());
                 target.assets.put(&id, asset);
-                target.reasons.insert((Kind::Asset, id.clone()), format!("{why}; passes to successor {successor}"));
+                target.reasons.insert(
+                    (Kind::Asset, id.clone()),
+                    format!("{why}; passes to successor {successor}"),
+                );
             }
         }
     }
 
     /// Grants to users who no longer exist end.
     fn grants(&mut self, target: &mut Target) {
-        target.grants.retain(|_, grant| target.users.contains_key(&grant.user) && target.assets.get(&grant.asset).is_some());
+        target.grants.retain(|_, grant| {
+            target.users.contains_key(&grant.user) && target.assets.get(&grant.asset).is_some()
+        });
     }
 
     /// An account no longer declared is removed, but only when nothing of
@@ -714,10 +832,17 @@ impl<'a> Builder<'a> {
             let assets = target.assets.count_in(id);
             if assets > 0 {
                 let sample = target.assets.sample_in(id, 3).join(", ");
-                holds.push(format!("{assets} asset(s) ({sample}{})", if assets > 3 { ", …" } else { "" }));
+                holds.push(format!(
+                    "{assets} asset(s) ({sample}{})",
+                    if assets > 3 { ", …" } else { "" }
+                ));
             }
-            let organizations: Vec<&String> =
-                target.organizations.iter().filter(|(_, o)| &o.account == id).map(|(k, _)| k).collect();
+            let organizations: Vec<&String> = target
+                .organizations
+                .iter()
+                .filter(|(_, o)| &o.account == id)
+                .map(|(k, _)| k)
+                .collect();
             let organizations_in_state: Vec<&String> = self
                 .state
                 .organizations
@@ -725,9 +850,16 @@ impl<'a> Builder<'a> {
                 .filter(|(k, o)| &o.account == id && !target.organizations.contains_key(*k))
                 .map(|(k, _)| k)
                 .collect();
-            let organizations: Vec<&String> = organizations.into_iter().chain(organizations_in_state).collect();
+            let organizations: Vec<&String> = organizations
+                .into_iter()
+                .chain(organizations_in_state)
+                .collect();
             if !organizations.is_empty() {
-                holds.push(format!("{} organization(s) ({})", organizations.len(), join_some(&organizations)));
+                holds.push(format!(
+                    "{} organization(s) ({})",
+                    organizations.len(),
+                    join_some(&organizations)
+                ));
             }
             let licenses: Vec<&String> = self
                 .state
@@ -735,10 +867,20 @@ impl<'a> Builder<'a> {
                 .iter()
                 .filter(|(k, l)| &l.account == id && !target.licenses.contains_key(*k))
                 .map(|(k, _)| k)
-                .chain(target.licenses.iter().filter(|(_, l)| &l.account == id).map(|(k, _)| k))
+                .chain(
+                    target
+                        .licenses
+                        .iter()
+                        .filter(|(_, l)| &l.account == id)
+                        .map(|(k, _)| k),
+                )
                 .collect();
             if !licenses.is_empty() {
-                holds.push(format!("{} license(s) ({})", licenses.len(), join_some(&licenses)));
+                holds.push(format!(
+                    "{} license(s) ({})",
+                    licenses.len(),
+                    join_some(&licenses)
+                ));
             }
             if account.credits != 0 {
                 holds.push(format!("{} credits", account.credits));
@@ -763,12 +905,16 @@ impl<'a> Builder<'a> {
     fn connection_requests(&mut self, target: &mut Target) {
         for (id, account) in &self.desired.accounts {
             for other in &account.connections {
-                let consents = self.desired_account(other).is_some_and(|o| o.connections.contains(id));
+                let consents = self
+                    .desired_account(other)
+                    .is_some_and(|o| o.connections.contains(id));
                 if !consents {
                     target.pending.push(Pending {
                         kind: Kind::Account,
                         object: id.clone(),
-                        reason: format!("connection to {other} waits for {other} to list {id} in connections"),
+                        reason: format!(
+                            "connection to {other} waits for {other} to list {id} in connections"
+                        ),
                     });
                 }
             }
@@ -787,7 +933,8 @@ fn join_some(ids: &[&String]) -> String {
 /// `now` plus some seconds, saturating at the largest timestamp.
 fn add_seconds(now: Timestamp, seconds: u64) -> Timestamp {
     let seconds = i64::try_from(seconds).unwrap_or(i64::MAX);
-    now.checked_add(jiff::SignedDuration::from_secs(seconds)).unwrap_or(Timestamp::MAX)
+    now.checked_add(jiff::SignedDuration::from_secs(seconds))
+        .unwrap_or(Timestamp::MAX)
 }
 
 /// The id of the folder that receives the files a user brings: stable for
@@ -796,7 +943,13 @@ pub(crate) fn moved_folder_id(account: &str, email: &str, folder_name: &str) -> 
     use sha2::{Digest, Sha256};
     let slug: String = folder_name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .collect::<String>()
         .split('-')
         .filter(|part| !part.is_empty())
@@ -804,6 +957,10 @@ pub(crate) fn moved_folder_id(account: &str, email: &str, folder_name: &str) -> 
         .join("-");
     let digest = Sha256::digest(format!("{account}\0{email}\0{folder_name}"));
     let short: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
-    let slug = if slug.is_empty() { "moved".to_string() } else { slug.chars().take(60).collect() };
+    let slug = if slug.is_empty() {
+        "moved".to_string()
+    } else {
+        slug.chars().take(60).collect()
+    };
     format!("folder/{slug}-{short}")
 }

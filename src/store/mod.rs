@@ -10,10 +10,11 @@
 //! [`crate::apply`] against the state this module loaded while holding the
 //! writer's lock.
 
+mod codec;
 pub mod dump;
 pub mod sled_store;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -84,23 +85,53 @@ pub enum StoreError {
     InUse { path: PathBuf },
     /// The state was written by a newer deed.
     #[error("state {path} has schema version {found}, newer than this deed understands ({supported}); upgrade deed")]
-    NewerSchema { path: PathBuf, found: u32, supported: u32 },
+    NewerSchema {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
     /// A write to a read-only store (a dump opened with `--state FILE`).
     #[error("state {path} is a dump, opened read-only: it cannot be changed")]
     ReadOnly { path: PathBuf },
     /// A record that does not decode.
     #[error("state {path}: corrupt record {key}: {message}")]
-    Corrupt { path: PathBuf, key: String, message: String },
+    Corrupt {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
     /// `state restore` into a state that already holds objects.
     #[error("state {path} is not empty: restore only into an empty state")]
     NotEmpty { path: PathBuf },
     /// A dump file that cannot be read.
     #[error("{path}:{line}: {message}")]
-    BadDump { path: PathBuf, line: usize, message: String },
+    BadDump {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    /// A commit whose fields do not make an object of their kind; nothing
+    /// of the commit was written.
+    #[error("state {path}: cannot write {kind} {id}: {message}")]
+    InvalidObject {
+        path: PathBuf,
+        kind: Kind,
+        id: String,
+        message: String,
+    },
+    /// A location this build cannot open (a `postgres://` URL, for now).
+    #[error("state {location}: {message}")]
+    Unsupported { location: String, message: String },
+    /// Writing a dump to its output failed.
+    #[error("cannot write the dump: {0}")]
+    DumpWrite(#[source] std::io::Error),
     #[error("state {path}: {source}")]
     Sled { path: PathBuf, source: sled::Error },
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// The interface every backend implements.
@@ -117,4 +148,88 @@ pub trait Store {
     fn mark_delivered(&self, ids: &[String]) -> Result<(), StoreError>;
     /// Writes a full-fidelity dump (see [`dump`]).
     fn dump(&self, out: &mut dyn std::io::Write) -> Result<(), StoreError>;
+}
+
+/// How a command uses the state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// `validate`, `plan`, `state show`: never creates anything; a dump file
+    /// is accepted.
+    Read,
+    /// Everything that writes. With `wait`, a state in use by another
+    /// process is waited for instead of refused.
+    Write { wait: bool },
+}
+
+/// Opens the state at `location` (the value of `--state`).
+///
+/// - `postgres://` / `postgresql://` URLs: not supported yet (an error).
+/// - [`Access::Read`]: a missing path, or a folder that holds no sled
+///   database, is an empty read-only store (nothing is created); a file is
+///   a dump ([`dump::DumpStore`]); a sled folder is opened as for writing,
+///   which takes the lock ([`StoreError::InUse`] when another process has it).
+/// - [`Access::Write`]: a file is [`StoreError::ReadOnly`]; anything else is
+///   [`sled_store::SledStore::open`]ed, creating it if needed.
+pub fn open(location: &str, access: Access) -> Result<Box<dyn Store>, StoreError> {
+    if is_postgres_url(location) {
+        return Err(StoreError::Unsupported {
+            location: location.to_string(),
+            message: "postgres backend not yet supported".to_string(),
+        });
+    }
+    let path = Path::new(location);
+    let metadata = match std::fs::metadata(path) {
+        Ok(metadata) => Some(metadata),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+        Err(source) => {
+            return Err(StoreError::Io {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let is_file = metadata.as_ref().is_some_and(|metadata| !metadata.is_dir());
+    match access {
+        Access::Read if is_file => Ok(Box::new(dump::DumpStore::open(path)?)),
+        Access::Read if metadata.is_none() || !sled_store::SledStore::exists(path) => {
+            Ok(Box::new(dump::DumpStore::empty(path)))
+        }
+        Access::Read => Ok(Box::new(sled_store::SledStore::open(path, false)?)),
+        Access::Write { .. } if is_file => Err(StoreError::ReadOnly {
+            path: path.to_path_buf(),
+        }),
+        Access::Write { wait } => Ok(Box::new(sled_store::SledStore::open(path, wait)?)),
+    }
+}
+
+/// Whether `location` names a PostgreSQL database rather than a path.
+pub fn is_postgres_url(location: &str) -> bool {
+    location.starts_with("postgres://") || location.starts_with("postgresql://")
+}
+
+/// `deed state restore`: restores the dump `dump_path` into the state at
+/// `location`, which must be empty or missing (it is then created). With
+/// `wait`, waits for a state in use. A state this call created is removed
+/// again when the restore fails.
+pub fn restore(location: &str, dump_path: &Path, wait: bool) -> Result<(), StoreError> {
+    if is_postgres_url(location) {
+        return Err(StoreError::Unsupported {
+            location: location.to_string(),
+            message: "postgres backend not yet supported".to_string(),
+        });
+    }
+    let path = Path::new(location);
+    if path.is_file() {
+        return Err(StoreError::ReadOnly {
+            path: path.to_path_buf(),
+        });
+    }
+    let created = !path.exists();
+    let store = sled_store::SledStore::open(path, wait)?;
+    let result = dump::restore(&store, dump_path);
+    drop(store);
+    if result.is_err() && created {
+        let _ = std::fs::remove_dir_all(path);
+    }
+    result
 }

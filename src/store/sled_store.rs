@@ -1,1 +1,1008 @@
-//! The sled backend.
+//! The sled backend: the embedded default state, one folder on one machine.
+//!
+//! Layout: one sled tree, so that a commit is a single atomic `apply_batch`.
+//! Keys carry a prefix per record type (see `codec::keys`): objects
+//! `o\0<kind>\0<id>`, invoices `i\0<id>`, history `h\0<seq, 20 digits>`,
+//! outbox `n\0<id>`, meta `m\0schema_version` and `m\0history_seq`. Values
+//! are the serde_json bytes of the typed structs.
+//!
+//! One writer at a time: [`SledStore::open`] takes an exclusive OS lock on
+//! `<folder>/deed.lock` (std `File::try_lock`, an `flock` on Unix) and keeps
+//! it for the store's lifetime. sled itself also `flock`s its `db` file, but
+//! reports a busy lock only as an `Other` I/O error with a message; our own
+//! lock gives a clean [`StoreError::InUse`] and is taken first.
+
+use std::fs::{self, File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use super::codec::{keys, Object};
+use super::{Commit, HistoryEntry, Notification, Store, StoreError, SCHEMA_VERSION};
+use crate::model::{Invoice, State};
+
+/// The lock file inside the state folder.
+pub const LOCK_FILE: &str = "deed.lock";
+
+/// sled's page cache. Left alone, sled 0.34 caches up to 1 GiB, and its
+/// memory grows well past that with a million small keys.
+const CACHE_CAPACITY: u64 = 1024 * 1024 * 1024;
+
+/// How often `--wait` retries a busy lock.
+const WAIT_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The state in a sled folder, locked for this process while it is open.
+pub struct SledStore {
+    path: PathBuf,
+    /// Dropped before `_lock_file`, so sled has closed when the lock goes.
+    db: sled::Db,
+    /// Serializes commits against reads inside this process, so a load or a
+    /// dump never sees half a commit and history seqs are assigned once.
+    guard: RwLock<()>,
+    _lock_file: File,
+}
+
+impl SledStore {
+    /// Opens (creating if needed) the state in folder `path`. Fails with
+    /// [`StoreError::InUse`] at once when another process has it open,
+    /// unless `wait`, which retries every 100 ms until it is free.
+    pub fn open(path: &Path, wait: bool) -> Result<SledStore, StoreError> {
+        fs::create_dir_all(path).map_err(|source| StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let lock_path = path.join(LOCK_FILE);
+        let lock_file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|source| StoreError::Io {
+                path: lock_path.clone(),
+                source,
+            })?;
+        loop {
+            match lock_file.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) if wait => std::thread::sleep(WAIT_INTERVAL),
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(StoreError::InUse {
+                        path: path.to_path_buf(),
+                    })
+                }
+                Err(std::fs::TryLockError::Error(source)) => {
+                    return Err(StoreError::Io {
+                        path: lock_path,
+                        source,
+                    })
+                }
+            }
+        }
+        let db = open_sled(path, wait)?;
+        let store = SledStore {
+            path: path.to_path_buf(),
+            db,
+            guard: RwLock::new(()),
+            _lock_file: lock_file,
+        };
+        store.check_schema()?;
+        Ok(store)
+    }
+
+    /// Whether folder `path` holds a sled database (without opening it).
+    pub fn exists(path: &Path) -> bool {
+        path.join("db").is_file()
+    }
+
+    /// The folder of this state.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the state holds no objects, invoices, history or outbox.
+    pub fn is_empty(&self) -> Result<bool, StoreError> {
+        let _read = self.read();
+        self.holds_nothing()
+    }
+
+    /// [`SledStore::is_empty`], for a caller that holds the guard.
+    pub(crate) fn holds_nothing(&self) -> Result<bool, StoreError> {
+        for prefix in [keys::OBJECTS, keys::INVOICES, keys::HISTORY, keys::OUTBOX] {
+            if let Some(item) = self.db.scan_prefix(prefix).next() {
+                item.map_err(|source| self.sled_error(source))?;
+                return Ok(false);
+            }
+        }
+        Ok(!self.contains_key(keys::RESTORE_INCOMPLETE)?)
+    }
+
+    /// Applies a raw batch and, when `durable`, flushes. For restores.
+    pub(crate) fn apply_raw(&self, batch: sled::Batch, durable: bool) -> Result<(), StoreError> {
+        self.db
+            .apply_batch(batch)
+            .map_err(|source| self.sled_error(source))?;
+        if durable {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Holds off every other commit, load and dump of this store in this
+    /// process, for a multi-batch write (a restore).
+    pub(crate) fn exclusive(&self) -> RwLockWriteGuard<'_, ()> {
+        self.guard
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, ()> {
+        self.guard
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db
+            .flush()
+            .map(drop)
+            .map_err(|source| self.sled_error(source))
+    }
+
+    fn sled_error(&self, source: sled::Error) -> StoreError {
+        StoreError::Sled {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn corrupt(&self, key: &[u8], message: impl ToString) -> StoreError {
+        StoreError::Corrupt {
+            path: self.path.clone(),
+            key: keys::display(key),
+            message: message.to_string(),
+        }
+    }
+
+    pub(crate) fn contains_key(&self, key: &[u8]) -> Result<bool, StoreError> {
+        self.db
+            .contains_key(key)
+            .map_err(|source| self.sled_error(source))
+    }
+
+    /// Writes the schema version into a new state; refuses a newer one.
+    fn check_schema(&self) -> Result<(), StoreError> {
+        let stored = self
+            .db
+            .get(keys::SCHEMA_VERSION)
+            .map_err(|source| self.sled_error(source))?;
+        match stored {
+            None => {
+                if self.db.iter().next().is_some() {
+                    return Err(self.corrupt(keys::SCHEMA_VERSION, "missing schema version"));
+                }
+                self.db
+                    .insert(keys::SCHEMA_VERSION, SCHEMA_VERSION.to_string().as_bytes())
+                    .map_err(|source| self.sled_error(source))?;
+                self.flush()?;
+            }
+            Some(bytes) => {
+                let found: u32 = parse_decimal(&bytes)
+                    .ok_or_else(|| self.corrupt(keys::SCHEMA_VERSION, "not a number"))?;
+                if found > SCHEMA_VERSION {
+                    return Err(StoreError::NewerSchema {
+                        path: self.path.clone(),
+                        found,
+                        supported: SCHEMA_VERSION,
+                    });
+                }
+            }
+        }
+        if self.contains_key(keys::RESTORE_INCOMPLETE)? {
+            return Err(self.corrupt(
+                keys::RESTORE_INCOMPLETE,
+                "a restore into this state was interrupted: delete the folder and restore again",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The last history seq, 0 for an empty history.
+    fn last_seq(&self) -> Result<u64, StoreError> {
+        let stored = self
+            .db
+            .get(keys::HISTORY_SEQ)
+            .map_err(|source| self.sled_error(source))?;
+        match stored {
+            None => Ok(0),
+            Some(bytes) => {
+                parse_decimal(&bytes).ok_or_else(|| self.corrupt(keys::HISTORY_SEQ, "not a number"))
+            }
+        }
+    }
+
+    /// Every record under `prefix`, in key order, as (key, value).
+    pub(crate) fn scan(
+        &self,
+        prefix: &[u8],
+    ) -> impl DoubleEndedIterator<Item = Result<(sled::IVec, sled::IVec), StoreError>> + '_ {
+        self.db
+            .scan_prefix(prefix)
+            .map(move |item| item.map_err(|source| self.sled_error(source)))
+    }
+
+    /// Decodes the value at `key` as a `T`.
+    pub(crate) fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<T, StoreError> {
+        serde_json::from_slice(value).map_err(|error| self.corrupt(key, error))
+    }
+
+    /// Decodes an object record into its kind, id and typed object.
+    pub(crate) fn decode_object<'k>(
+        &self,
+        key: &'k [u8],
+        value: &[u8],
+    ) -> Result<(crate::model::Kind, &'k str, Object), StoreError> {
+        let (kind, id) =
+            keys::parse_object(key).ok_or_else(|| self.corrupt(key, "unknown kind"))?;
+        let object = Object::decode(kind, value).map_err(|error| self.corrupt(key, error))?;
+        Ok((kind, id, object))
+    }
+
+    /// Decodes an `i\0` or `n\0` key's id.
+    pub(crate) fn decode_id<'k>(
+        &self,
+        key: &'k [u8],
+        prefix: &[u8],
+    ) -> Result<&'k str, StoreError> {
+        keys::parse_id(key, prefix).ok_or_else(|| self.corrupt(key, "key is not UTF-8"))
+    }
+
+    fn read_outbox(&self) -> Result<Vec<Notification>, StoreError> {
+        self.scan(keys::OUTBOX)
+            .map(|item| {
+                let (key, value) = item?;
+                self.decode(&key, &value)
+            })
+            .collect()
+    }
+}
+
+impl Store for SledStore {
+    fn load(&self) -> Result<State, StoreError> {
+        let _read = self.read();
+        let mut state = State::default();
+        for item in self.scan(keys::OBJECTS) {
+            let (key, value) = item?;
+            let (_, id, object) = self.decode_object(&key, &value)?;
+            object.insert_into(&mut state, id.to_string());
+        }
+        for item in self.scan(keys::INVOICES) {
+            let (key, value) = item?;
+            let id = self.decode_id(&key, keys::INVOICES)?;
+            let invoice: Invoice = self.decode(&key, &value)?;
+            state.invoices.insert(id.to_string(), invoice);
+        }
+        Ok(state)
+    }
+
+    fn commit(&self, commit: Commit) -> Result<(), StoreError> {
+        if commit.is_empty() {
+            return Ok(());
+        }
+        let _write = self.exclusive();
+        let mut batch = sled::Batch::default();
+        for (kind, id, fields) in commit.objects {
+            let key = keys::object(kind, &id);
+            match fields {
+                None => batch.remove(key),
+                Some(fields) => {
+                    let invalid = |message: String| StoreError::InvalidObject {
+                        path: self.path.clone(),
+                        kind,
+                        id: id.clone(),
+                        message,
+                    };
+                    let object = Object::from_fields(kind, fields)
+                        .map_err(|error| invalid(error.to_string()))?;
+                    let bytes = object
+                        .encode()
+                        .map_err(|error| invalid(error.to_string()))?;
+                    batch.insert(key, bytes);
+                }
+            }
+        }
+        for (id, invoice) in commit.invoices {
+            let key = keys::invoice(&id);
+            match invoice {
+                None => batch.remove(key),
+                Some(invoice) => batch.insert(key, encode(&self.path, &invoice)?),
+            }
+        }
+        if !commit.history.is_empty() {
+            let mut seq = self.last_seq()?;
+            for mut entry in commit.history {
+                seq += 1;
+                entry.seq = seq;
+                batch.insert(keys::history(seq), encode(&self.path, &entry)?);
+            }
+            batch.insert(keys::HISTORY_SEQ, seq.to_string().as_bytes());
+        }
+        for notification in commit.notifications {
+            let key = keys::notification(&notification.id);
+            batch.insert(key, encode(&self.path, &notification)?);
+        }
+        self.apply_raw(batch, true)
+    }
+
+    fn history(&self, limit: Option<usize>) -> Result<Vec<HistoryEntry>, StoreError> {
+        let _read = self.read();
+        let decode = |item: Result<(sled::IVec, sled::IVec), StoreError>| {
+            let (key, value) = item?;
+            self.decode::<HistoryEntry>(&key, &value)
+        };
+        match limit {
+            None => self.scan(keys::HISTORY).map(decode).collect(),
+            Some(limit) => {
+                let mut entries = self
+                    .scan(keys::HISTORY)
+                    .rev()
+                    .take(limit)
+                    .map(decode)
+                    .collect::<Result<Vec<_>, _>>()?;
+                entries.reverse();
+                Ok(entries)
+            }
+        }
+    }
+
+    fn outbox(&self) -> Result<Vec<Notification>, StoreError> {
+        let _read = self.read();
+        let mut notifications = self.read_outbox()?;
+        notifications.sort_by(|a, b| (a.time, &a.id).cmp(&(b.time, &b.id)));
+        Ok(notifications)
+    }
+
+    /// Unknown ids and notifications already delivered are left alone.
+    fn mark_delivered(&self, ids: &[String]) -> Result<(), StoreError> {
+        let _write = self.exclusive();
+        let mut batch = sled::Batch::default();
+        let mut changed = false;
+        for id in ids {
+            let key = keys::notification(id);
+            let stored = self
+                .db
+                .get(&key)
+                .map_err(|source| self.sled_error(source))?;
+            let Some(value) = stored else { continue };
+            let mut notification: Notification = self.decode(&key, &value)?;
+            if !notification.delivered {
+                notification.delivered = true;
+                batch.insert(key, encode(&self.path, &notification)?);
+                changed = true;
+            }
+        }
+        if changed {
+            self.apply_raw(batch, true)?;
+        }
+        Ok(())
+    }
+
+    fn dump(&self, out: &mut dyn std::io::Write) -> Result<(), StoreError> {
+        let _read = self.read();
+        super::dump::write_sled(self, out)
+    }
+}
+
+/// Opens the sled database in `path` (our lock already held). sled's own
+/// `flock` can still be busy for a moment when this process has just dropped
+/// a store of the same folder, or if a process that does not use our lock
+/// file holds it; that is reported as in use too.
+fn open_sled(path: &Path, wait: bool) -> Result<sled::Db, StoreError> {
+    let config = sled::Config::new()
+        .path(path)
+        .cache_capacity(CACHE_CAPACITY)
+        .mode(sled::Mode::LowSpace);
+    let mut attempts = 0;
+    loop {
+        match config.open() {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(error)) if is_sled_lock_error(&error) => {
+                attempts += 1;
+                if !wait && attempts >= 20 {
+                    return Err(StoreError::InUse {
+                        path: path.to_path_buf(),
+                    });
+                }
+                std::thread::sleep(WAIT_INTERVAL / 4);
+            }
+            Err(source) => {
+                return Err(StoreError::Sled {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        }
+    }
+}
+
+/// sled 0.34 reports a busy `flock` as `Other` with this message.
+fn is_sled_lock_error(error: &std::io::Error) -> bool {
+    error.kind() == std::io::ErrorKind::Other
+        && error.to_string().contains("could not acquire lock")
+}
+
+pub(crate) fn encode<T: serde::Serialize>(path: &Path, value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|error| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        key: String::new(),
+        message: format!("cannot encode a record: {error}"),
+    })
+}
+
+fn parse_decimal<T: std::str::FromStr>(bytes: &[u8]) -> Option<T> {
+    std::str::from_utf8(bytes).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::model::{
+        to_fields, Account, Asset, Duration as TtlDuration, Fields, Grant, Group, GroupRole, Kind,
+        License, Membership, Organization, Owner, Product, Role, User, UserStatus,
+    };
+    use crate::plan::{Action, Change};
+
+    /// A state with at least one object of every kind, and two invoices.
+    pub(crate) fn sample_state() -> State {
+        let mut state = State::default();
+        state.accounts.insert(
+            "acme".into(),
+            Account {
+                owner: Some("alice@acme.com".into()),
+                domains: vec!["acme.com".into()],
+                hub: None,
+                connections: vec!["globex".into()],
+                credits: 5000,
+                merged_into: None,
+                invite_ttl: TtlDuration::DEFAULT_INVITE_TTL,
+                successor: Some("bob@acme.com".into()),
+            },
+        );
+        for (email, role, status) in [
+            ("alice@acme.com", Role::Owner, UserStatus::Active),
+            ("bob@acme.com", Role::Admin, UserStatus::Invited),
+        ] {
+            state.users.insert(
+                email.into(),
+                User {
+                    account: "acme".into(),
+                    role,
+                    name: Some("Some One".into()),
+                    status,
+                    invitation_expires: (status == UserStatus::Invited)
+                        .then(|| "2026-11-25T12:00:00Z".parse().expect("timestamp")),
+                },
+            );
+        }
+        state.groups.insert(
+            "acme/analysts".into(),
+            Group {
+                account: "acme".into(),
+                name: "analysts".into(),
+            },
+        );
+        state.memberships.insert(
+            "acme/analysts/bob@acme.com".into(),
+            Membership {
+                account: "acme".into(),
+                group: "analysts".into(),
+                user: "bob@acme.com".into(),
+                role: GroupRole::Admin,
+            },
+        );
+        state.organizations.insert(
+            "research".into(),
+            Organization {
+                account: "acme".into(),
+            },
+        );
+        state.products.insert(
+            "prod-7".into(),
+            Product {
+                organization: "research".into(),
+                name: Some("kDrive 2TB".into()),
+                access: vec!["bob@acme.com".into()],
+            },
+        );
+        state.licenses.insert(
+            "lic-42".into(),
+            License {
+                account: "acme".into(),
+                product: "prod-7".into(),
+                assignee: Some("bob@acme.com".into()),
+                expires: Some("2027-03-31".parse().expect("date")),
+            },
+        );
+        for (id, owner) in [
+            ("dataset/ds-1", Owner::Group("analysts".into())),
+            ("folder/fo-1", Owner::User("alice@acme.com".into())),
+            ("proof/p-3", Owner::User("bob@acme.com".into())),
+        ] {
+            state.assets.insert(
+                id.into(),
+                Asset {
+                    account: "acme".into(),
+                    owner,
+                    creator: Some("bob@acme.com".into()),
+                    folder: Some("folder/fo-1".into()),
+                    versions: vec!["bob@acme.com".into(), "alice@acme.com".into()],
+                    tags: BTreeMap::from([("project".into(), "x".into())]),
+                },
+            );
+        }
+        state.grants.insert(
+            "folder/fo-1:bob@acme.com".into(),
+            Grant {
+                account: "acme".into(),
+                asset: "folder/fo-1".into(),
+                user: "bob@acme.com".into(),
+                level: "read".into(),
+            },
+        );
+        for (id, product) in [("inv-2026-10", "prod-7"), ("inv-2026-11", "prod-7")] {
+            state.invoices.insert(
+                id.into(),
+                Invoice {
+                    product: product.into(),
+                    organization: "research".into(),
+                },
+            );
+        }
+        state
+    }
+
+    /// The commit that writes `state` from nothing.
+    pub(crate) fn commit_of(state: &State) -> Commit {
+        let mut commit = Commit::default();
+        for kind in Kind::ALL {
+            for id in state.ids(kind) {
+                commit
+                    .objects
+                    .push((kind, id.clone(), state.fields(kind, &id)));
+            }
+        }
+        for (id, invoice) in &state.invoices {
+            commit.invoices.push((id.clone(), Some(invoice.clone())));
+        }
+        commit
+    }
+
+    pub(crate) fn entry(object: &str) -> HistoryEntry {
+        let after = to_fields(&Organization {
+            account: "acme".into(),
+        });
+        HistoryEntry {
+            seq: 0,
+            time: "2026-11-23T12:00:00Z".parse().expect("timestamp"),
+            plan_id: "p-1".into(),
+            actor: Some("alice@acme.com".into()),
+            revision: None,
+            change: Change::new(
+                Action::Create,
+                Kind::Organization,
+                object,
+                "acme",
+                None,
+                Some(after),
+                "declared in the specs",
+            ),
+        }
+    }
+
+    pub(crate) fn notification(id: &str, time: &str) -> Notification {
+        Notification {
+            id: id.into(),
+            time: time.parse().expect("timestamp"),
+            to: "bob@acme.com".into(),
+            event: "invitation".into(),
+            kind: Kind::User,
+            object: "bob@acme.com".into(),
+            message: format!("message {id}"),
+            change_id: "c-1".into(),
+            delivered: false,
+        }
+    }
+
+    /// A store holding the sample state, two history entries and two
+    /// notifications.
+    pub(crate) fn filled_store(path: &Path) -> SledStore {
+        let store = SledStore::open(path, false).expect("open");
+        let mut commit = commit_of(&sample_state());
+        commit.history = vec![entry("research"), entry("lab")];
+        commit.notifications = vec![
+            notification("n-2", "2026-11-23T12:00:00Z"),
+            notification("n-1", "2026-11-23T13:00:00Z"),
+        ];
+        store.commit(commit).expect("commit");
+        store
+    }
+
+    #[test]
+    fn every_kind_and_invoices_round_trip_through_commit_and_load() {
+        let folder = tempfile::tempdir().expect("tempdir");
+        let store = SledStore::open(folder.path(), false).expect("open");
+        assert_eq!(store.load().expect("load"), State::default());
+        let state = sample_state();
+        store.commit(commit_of(&state)).expect("commit");
+        assert_eq!(store.load().expect("load"), state);
+        drop(store);
+
+        let store = SledStore::open(folder.path(), false).expect("reopen");
+        assert_eq!(store.load().expect("load after reopen"), state);
+    }
+
+    #[test]
+    fn commits_delete_objects_and_invoices() {
+        let folder = tempfile::tempdir().expect("tempdir");
+        let store = filled_store(folder.path());
+        let mut commit = Commit::default();
+        commit
+            .objects
+            .push((Kind::Grant, "folder/fo-1:bob@acme.com".into(), None));
+        commit.invoices.push(("inv-2026-10".into(), None));
+        store.commit(commit).expect("commit");
+        let mut expected = sample_state();
+        expected.grants.clear();
+        expected.invoices.remove("inv-2026-10");
+        assert_eq!(store.load().expect("load"), expected);
+    }
+
+    #[test]
+    fn history_seqs_are_contiguous_across_commits_and_limit_keeps_the_last() {
+        let folder = tempfile::tempdir().expect("tempdir");
+        let store = SledStore::open(folder.path(), false).expect("open");
+        assert!(store.history(None).expect("history").is_empty());
+        for round in 0..3 {
+            let commit = Commit {
+                history: (0..4).map(|n| entry(&format!("org-{round}-{n}"))).collect(),
+                ..Commit::default()
+            };
+            store.commit(commit).expect("commit");
+        }
+        drop(store);
+        let store = SledStore::open(folder.path(), false).expect("reopen");
+        store
+            .commit(Commit {
+                history: vec![entry("last")],
+                ..Commit::default()
+            })
+            .expect("commit after reopen");
+
+        let all = store.history(None).expect("history");
+        assert_eq!(
+            all.iter().map(|entry| entry.seq).collect::<Vec<_>>(),
+            (1..=13).collect::<Vec<_>>()
+        );
+        assert_eq!(all[0].change.object, "org-0-0");
+        let last = store.history(Some(3)).expect("history");
+        assert_eq!(
+            last.iter().map(|entry| entry.seq).collect::<Vec<_>>(),
+            vec![11, 12, 13]
+        );
+        assert_eq!(last[2].change.object, "last");
+        assert!(store.history(Some(0)).expect("history").is_empty());
+        assert_eq!(store.history(Some(100)).expect("history").len(), 13);
+    }
+
+    #[test]
+    fn notifications_are_upserted_by_id_and_marked_delivered() {
+        let folder = tempfile::tempdir().expect("tempdir");
+        let store = filled_store(folder.path());
+        let ids = |store: &SledStore| {
+            store
+                .outbox()
+                .expect("outbox")
+                .into_iter()
+                .map(|n| (n.id, n.delivered))
+                .collect::<Vec<_>>()
+        };
+        // Sorted by time, then id.
+        assert_eq!(
+            ids(&store),
+            vec![("n-2".to_string(), false), ("n-1".to_string(), false)]
+        );
+
+        let mut replaced = notification("n-2", "2026-11-24T12:00:00Z");
+        replaced.message = "replaced".into();
+        store
+            .commit(Commit {
+                notifications: vec![replaced],
+                ..Commit::default()
+            })
+            .expect("commit");
+        let outbox = store.outbox().expect("outbox");
+        assert_eq!(outbox.len(), 2);
+        assert_eq!(outbox[1].id, "n-2");
+        assert_eq!(outbox[1].message, "replaced");
+
+        store
+            .mark_delivered(&["n-1".to_string(), "unknown".to_string()])
+            .expect("mark");
+        assert_eq!(
+            ids(&store),
+            vec![("n-1".to_string(), true), ("n-2".to_string(), false)]
+        );
+        store.mark_delivered(&["n-1".to_string()]).expect("again");
+        drop(store);
+        let store = SledStore::open(folder.path(), false).expect("reopen");
+        assert_eq!(
+            ids(&store),
+            vec![("n-1".to_string(), true), ("n-2".to_string(), false)]
+        );
+    }
+
+    #[test]
+    fn a_commit_with_an_invalid_object_writes_nothing() {
+        let folder = tempfile::tempdir().expect("tempdir");
+        let store = filled_store(folder.path());
+        let before_history = store.history(None).expect("history");
+        let mut bad = Fields::new();
+        bad.insert("account".into(), serde_json::json!("acme"));
+        bad.insert("owner".into(), serde_json::json!("nobody at all"));
+        let commit = Commit {
+            objects: vec![
+                (Kind::User, "alice@acme.com".into(), None),
+                (
+                    Kind::Organization,
+                    "lab".into(),
+                    state_fields(Kind::Organization),
+                ),
+                (Kind::Asset, "dataset/ds-9".into(), Some(bad)),
+            ],
+            invoices: vec![("inv-2026-10".into(), None)],
+            history: vec![entry("lab")],
+            notifications: vec![notification("n-3", "2026-11-23T12:00:00Z")],
+        };
+        match store.commit(commit) {
+            Err(StoreError::InvalidObject { kind, id, .. }) => {
+                assert_eq!((kind, id.as_str()), (Kind::Asset, "dataset/ds-9"))
+            }
+            other => panic!("expected InvalidObject, got {other:?}"),
+        }
+        assert_eq!(store.load().expect("load"), sample_state());
+        assert_eq!(store.history(None).expect("history"), before_history);
+        assert_eq!(store.outbox().expect("outbox").len(), 2);
+        // The seq counter did not move either.
+        store
+            .commit(Commit {
+                history: vec![entry("next")],
+                ..Commit::default()
+            })
+            .expect("commit");
+        assert_eq!(store.history(Some(1)).expect("history")[0].seq, 3);
+    }
+
+    fn state_fields(kind: Kind) -> Option<Fields> {
+        let state = sample_state();
+        let id = state.ids(kind).into_iter().next()?;
+        state.fields(kind, &id)
+    }
+
+    #[test]
+    fn a_state_with_a_newer_schema_is_refused() {
+        let folder = tempfile::tempdir().expect("tempdir");
+        let store = SledStore::open(folder.path(), false).expect("open");
+        assert_eq!(
+            store.db.get(keys::SCHEMA_VERSION).expect("get").as_deref(),
+            Some(SCHEMA_VERSION.to_string().as_bytes())
+        );
+        let newer = (SCHEMA_VERSION + 1).to_string();
+        store
+            .db
+            .insert(keys::SCHEMA_VERSION, newer.as_bytes())
+            .expect("insert");
+        store.db.flush().expect("flush");
+        drop(store);
+        match SledStore::open(folder.path(), false) {
+            Err(StoreError::NewerSchema {
+                found, supported, ..
+            }) => assert_eq!((found, supported), (SCHEMA_VERSION + 1, SCHEMA_VERSION)),
+            other => panic!("expected NewerSchema, got {:?}", other.map(|_| ())),
+        }
+    }
+
+    #[test]
+    fn a_second_open_of_the_same_state_is_in_use_at_once() {
+        let folder = tempfile::tempdir().expect("tempdir");
+        let store = SledStore::open(folder.path(), false).expect("open");
+        let started = std::time::Instant::now();
+        match SledStore::open(folder.path(), false) {
+            Err(StoreError::InUse { path }) => assert_eq!(path, folder.path()),
+            other => panic!("expected InUse, got {:?}", other.map(|_| ())),
+        }
+        assert!(started.elapsed() < Duration::from_secs(1));
+        match crate::store::open(
+            folder.path().to_str().expect("utf-8"),
+            crate::store::Access::Read,
+        ) {
+            Err(StoreError::InUse { .. }) => {}
+            other => panic!("expected InUse for a read, got {:?}", other.map(|_| ())),
+        }
+        drop(store);
+        SledStore::open(folder.path(), false).expect("free again after drop");
+    }
+
+    #[test]
+    fn wait_retries_until_the_state_is_free() {
+        let folder = tempfile::tempdir().expect("tempdir");
+        let store = SledStore::open(folder.path(), false).expect("open");
+        let holder = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(store);
+        });
+        let started = std::time::Instant::now();
+        let store = SledStore::open(folder.path(), true).expect("open with wait");
+        assert!(started.elapsed() >= Duration::from_millis(250));
+        holder.join().expect("holder");
+        drop(store);
+    }
+
+    #[test]
+    fn open_reads_missing_paths_without_creating_and_refuses_writes_to_dumps() {
+        use crate::store::{open, Access};
+        let folder = tempfile::tempdir().expect("tempdir");
+        let missing = folder.path().join("missing");
+        let location = missing.to_str().expect("utf-8");
+        let store = open(location, Access::Read).expect("read missing");
+        assert_eq!(store.load().expect("load"), State::default());
+        assert!(matches!(
+            store.commit(commit_of(&sample_state())),
+            Err(StoreError::ReadOnly { .. })
+        ));
+        assert!(!missing.exists());
+
+        // An existing folder without a database is empty too, and untouched.
+        let empty = folder.path().join("empty");
+        fs::create_dir(&empty).expect("mkdir");
+        let store = open(empty.to_str().expect("utf-8"), Access::Read).expect("read empty");
+        assert_eq!(store.load().expect("load"), State::default());
+        assert_eq!(fs::read_dir(&empty).expect("read_dir").count(), 0);
+
+        let store = open(location, Access::Write { wait: false }).expect("create");
+        store.commit(commit_of(&sample_state())).expect("commit");
+        drop(store);
+        let store = open(location, Access::Read).expect("read folder");
+        assert_eq!(store.load().expect("load"), sample_state());
+        drop(store);
+
+        let file = folder.path().join("state.dump");
+        fs::write(&file, "{\"deed_dump\":1,\"schema_version\":1}\n").expect("write");
+        let file = file.to_str().expect("utf-8");
+        assert!(matches!(
+            open(file, Access::Write { wait: false }),
+            Err(StoreError::ReadOnly { .. })
+        ));
+        assert_eq!(
+            open(file, Access::Read)
+                .expect("dump")
+                .load()
+                .expect("load"),
+            State::default()
+        );
+        assert!(matches!(
+            open("postgres://deed@db/deed", Access::Read),
+            Err(StoreError::Unsupported { .. })
+        ));
+    }
+
+    /// Run in a child process by the next test: holds the state given in
+    /// `DEED_TEST_HOLD_STATE` for a moment.
+    #[test]
+    #[ignore = "helper run in a child process by another_process_holding_the_state_is_in_use"]
+    fn hold_state_in_this_process() {
+        let Some(path) = std::env::var_os("DEED_TEST_HOLD_STATE") else {
+            return;
+        };
+        let _store = SledStore::open(Path::new(&path), false).expect("open in child");
+        println!("holding");
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn another_process_holding_the_state_is_in_use() {
+        use std::io::BufRead;
+        let folder = tempfile::tempdir().expect("tempdir");
+        drop(SledStore::open(folder.path(), false).expect("create"));
+        let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
+            .args([
+                "--exact",
+                "store::sled_store::tests::hold_state_in_this_process",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("DEED_TEST_HOLD_STATE", folder.path())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        assert!(
+            lines.any(|line| line.is_ok_and(|line| line.contains("holding"))),
+            "the child never held the state"
+        );
+        let started = std::time::Instant::now();
+        match SledStore::open(folder.path(), false) {
+            Err(StoreError::InUse { .. }) => {}
+            other => panic!("expected InUse, got {:?}", other.map(|_| ())),
+        }
+        assert!(started.elapsed() < Duration::from_millis(500));
+        let store = SledStore::open(folder.path(), true).expect("open with wait");
+        assert!(started.elapsed() >= Duration::from_millis(500));
+        assert!(child.wait().expect("child").success());
+        drop(store);
+    }
+
+    /// `cargo test --release --lib scale -- --ignored --nocapture`: commits,
+    /// loads and dumps a million assets, printing times and peak memory.
+    #[test]
+    #[ignore = "slow: a million assets"]
+    fn scale_a_million_assets() {
+        let folder = tempfile::tempdir().expect("tempdir");
+        let store = SledStore::open(folder.path(), false).expect("open");
+        let asset = to_fields(&Asset {
+            account: "acme".into(),
+            owner: Owner::User("dave@acme.com".into()),
+            creator: Some("dave@acme.com".into()),
+            folder: Some("folder/fo-1".into()),
+            versions: Vec::new(),
+            tags: BTreeMap::from([("project".into(), "x".into())]),
+        });
+        let started = std::time::Instant::now();
+        for chunk in 0..10 {
+            let commit = Commit {
+                objects: (0..100_000)
+                    .map(|n| {
+                        let id = format!("file/f-{chunk}-{n:06}");
+                        (Kind::Asset, id, Some(asset.clone()))
+                    })
+                    .collect(),
+                ..Commit::default()
+            };
+            store.commit(commit).expect("commit");
+        }
+        println!("commit 1M in 10 batches: {:?}", started.elapsed());
+        let started = std::time::Instant::now();
+        let raw = store.db.scan_prefix(keys::OBJECTS).count();
+        println!("raw scan of {raw}: {:?}", started.elapsed());
+        let started = std::time::Instant::now();
+        let state = store.load().expect("load");
+        println!("load: {:?}", started.elapsed());
+        assert_eq!(state.assets.len(), 1_000_000);
+        drop(state);
+        let started = std::time::Instant::now();
+        let mut sink = std::io::sink();
+        store.dump(&mut sink).expect("dump");
+        println!("dump: {:?}", started.elapsed());
+        let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+        for line in status
+            .lines()
+            .filter(|line| line.starts_with("VmHWM") || line.starts_with("VmRSS"))
+        {
+            println!("{line}");
+        }
+    }
+
+    #[test]
+    fn stores_can_be_shared_between_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<SledStore>();
+        shareable::<crate::store::dump::DumpStore>();
+    }
+}
