@@ -41,6 +41,17 @@ impl Diagnostic {
         }
     }
 
+    /// A problem that belongs to no file (a rule broken by what the state
+    /// holds for an account no spec declares any more).
+    pub fn general(message: impl Into<String>) -> Self {
+        Diagnostic {
+            path: String::new(),
+            line: None,
+            column: None,
+            message: message.into(),
+        }
+    }
+
     /// A diagnostic at an [`Origin`](crate::desired::Origin).
     pub fn at_origin(origin: &crate::desired::Origin, message: impl Into<String>) -> Self {
         Diagnostic {
@@ -59,6 +70,7 @@ impl fmt::Display for Diagnostic {
                 write!(f, "{}:{}:{}: {}", self.path, line, column, self.message)
             }
             (Some(line), None) => write!(f, "{}:{}: {}", self.path, line, self.message),
+            _ if self.path.is_empty() => f.write_str(&self.message),
             _ => write!(f, "{}: {}", self.path, self.message),
         }
     }

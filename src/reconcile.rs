@@ -68,11 +68,19 @@ pub enum ReconcileError {
 
 /// Plans `desired` against the state in `store` and applies it (unless a
 /// dry run), atomically.
-pub fn reconcile(desired: &Desired, store: &dyn Store, options: &ReconcileOptions) -> Result<Reconciled, ReconcileError> {
+pub fn reconcile(
+    desired: &Desired,
+    store: &dyn Store,
+    options: &ReconcileOptions,
+) -> Result<Reconciled, ReconcileError> {
     let state = store.load()?;
     let plan = checked_plan(desired, &state, options)?;
     if options.dry_run || plan.is_empty() {
-        return Ok(Reconciled { plan, applied: 0, skipped: 0 });
+        return Ok(Reconciled {
+            plan,
+            applied: 0,
+            skipped: 0,
+        });
     }
     let context = ApplyContext {
         now: Some(options.now),
@@ -84,20 +92,33 @@ pub fn reconcile(desired: &Desired, store: &dyn Store, options: &ReconcileOption
     if !outcome.commit.is_empty() {
         store.commit(outcome.commit)?;
     }
-    Ok(Reconciled { plan, applied, skipped })
+    Ok(Reconciled {
+        plan,
+        applied,
+        skipped,
+    })
 }
 
 /// The plan of `desired` against `state`, refused when it breaks a rule, when
 /// the actor may not make it, or when the removal guard stops it.
-pub fn checked_plan(desired: &Desired, state: &State, options: &ReconcileOptions) -> Result<Plan, ReconcileError> {
-    let plan = plan::plan(desired, state, &PlanConfig { now: options.now }).map_err(ReconcileError::Rules)?;
+pub fn checked_plan(
+    desired: &Desired,
+    state: &State,
+    options: &ReconcileOptions,
+) -> Result<Plan, ReconcileError> {
+    let plan = plan::plan(desired, state, &PlanConfig { now: options.now })
+        .map_err(ReconcileError::Rules)?;
     check_plan(&plan, state, options)?;
     Ok(plan)
 }
 
 /// Authorization and the removal guard for a plan already made (a saved
 /// plan, or one just planned).
-pub fn check_plan(plan: &Plan, state: &State, options: &ReconcileOptions) -> Result<(), ReconcileError> {
+pub fn check_plan(
+    plan: &Plan,
+    state: &State,
+    options: &ReconcileOptions,
+) -> Result<(), ReconcileError> {
     if let Some(actor) = &options.actor {
         let refused = plan::authorize(plan, state, actor);
         if !refused.is_empty() {

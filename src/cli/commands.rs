@@ -12,11 +12,11 @@ use super::args::{
 };
 use super::{Config, Outcome};
 use crate::apply::{self, ApplyContext};
-use crate::reconcile::{self, ReconcileError, ReconcileOptions};
 use crate::desired::Desired;
 use crate::diagnostic::Diagnostic;
 use crate::model::{to_fields, Fields, Kind, State, UserStatus};
 use crate::plan::{self, Action, Change, Plan, PlanConfig};
+use crate::reconcile::{self, ReconcileError, ReconcileOptions};
 use crate::render;
 use crate::store::{self, Access, Commit, HistoryEntry, Store};
 
@@ -269,7 +269,10 @@ fn apply_command(args: &ApplyArgs, config: &Config) -> Result<Outcome> {
     check_max_removal(args.max_removal)?;
     let options = ReconcileOptions {
         actor: args.actor.clone(),
-        revision: args.revision.clone().or_else(|| specs_revision(&config.specs)),
+        revision: args
+            .revision
+            .clone()
+            .or_else(|| specs_revision(&config.specs)),
         max_removal: args.max_removal,
         allow_removals: args.allow_removals,
         ..ReconcileOptions::new(config.now)
@@ -281,7 +284,11 @@ fn apply_command(args: &ApplyArgs, config: &Config) -> Result<Outcome> {
             let store = open(config, Access::Write { wait: args.wait })?;
             let state = store.load()?;
             reconcile::check_plan(&plan, &state, &options)?;
-            let context = ApplyContext { now: Some(config.now), actor: options.actor.clone(), revision: options.revision.clone() };
+            let context = ApplyContext {
+                now: Some(config.now),
+                actor: options.actor.clone(),
+                revision: options.revision.clone(),
+            };
             let outcome = apply::prepare(&plan, &state, &context)?;
             if !outcome.commit.is_empty() {
                 store.commit(outcome.commit)?;
@@ -292,13 +299,26 @@ fn apply_command(args: &ApplyArgs, config: &Config) -> Result<Outcome> {
             let desired = load_specs(config)?;
             let store = open(config, Access::Write { wait: args.wait })?;
             let reconciled = reconcile::reconcile(&desired, store.as_ref(), &options)?;
-            let text_options = render::text::TextOptions { color: config.color, expand: false };
-            print!("{}", render::text::render_text(&reconciled.plan, &text_options));
+            let text_options = render::text::TextOptions {
+                color: config.color,
+                expand: false,
+            };
+            print!(
+                "{}",
+                render::text::render_text(&reconciled.plan, &text_options)
+            );
             (reconciled.applied, reconciled.skipped)
         }
     };
-    let skipped = if skipped > 0 { format!(" ({skipped} already applied)") } else { String::new() };
-    println!("Apply complete: {} applied{skipped}.", plural(applied, "change"));
+    let skipped = if skipped > 0 {
+        format!(" ({skipped} already applied)")
+    } else {
+        String::new()
+    };
+    println!(
+        "Apply complete: {} applied{skipped}.",
+        plural(applied, "change")
+    );
     Ok(Outcome::Success)
 }
 

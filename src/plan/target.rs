@@ -175,7 +175,7 @@ impl<'a> Builder<'a> {
             .or_else(|| self.desired.origin(Kind::Account, account))
         {
             Some(origin) => Diagnostic::at_origin(origin, message),
-            None => Diagnostic::in_file(".", message),
+            None => Diagnostic::general(message),
         }
     }
 
@@ -890,8 +890,7 @@ impl<'a> Builder<'a> {
                 if let Some(paths) = self.desired.account_files.get(id) {
                     files = format!(" ({})", paths.join(", "));
                 }
-                target.errors.push(Diagnostic::in_file(
-                    ".",
+                target.errors.push(Diagnostic::general(
                     format!(
                         "account {id} cannot be removed{files}: it still holds {}; merge it (merged_into) or move them to another account first",
                         holds.join(", ")
