@@ -445,7 +445,8 @@ impl Order {
     }
 }
 
-/// One line of a dump.
+/// One line of a dump. Not boxed: there is one per line, used at once.
+#[allow(clippy::large_enum_variant)]
 enum Line {
     Header { format: u32, schema_version: u32 },
     Record(Record),

@@ -26,7 +26,7 @@ pub const LOCK_FILE: &str = "deed.lock";
 
 /// sled's page cache. Left alone, sled 0.34 caches up to 1 GiB, and its
 /// memory grows well past that with a million small keys.
-const CACHE_CAPACITY: u64 = 1024 * 1024 * 1024;
+const CACHE_CAPACITY: u64 = 128 * 1024 * 1024;
 
 /// How often `--wait` retries a busy lock.
 const WAIT_INTERVAL: Duration = Duration::from_millis(100);
