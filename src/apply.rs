@@ -159,9 +159,10 @@ pub fn prepare(
             change: (*change).clone(),
         })
         .collect();
+    let accounts = AccountsAfter::of(state, &applied_changes);
     let notifications = applied_changes
         .iter()
-        .flat_map(|change| notifications_for(change, state, now))
+        .flat_map(|change| notifications_for(change, &accounts, now))
         .collect();
     let applied = applied_changes.len();
     Ok(ApplyOutcome {
@@ -221,18 +222,65 @@ fn text<'a>(fields: Option<&'a Fields>, name: &str) -> Option<&'a str> {
     fields.and_then(|f| f.get(name)).and_then(|v| v.as_str())
 }
 
+/// The owner and successor of each account once the plan is applied: a
+/// notification goes to who holds the role afterwards (the new owner of an
+/// account whose ownership passes in the same plan).
+struct AccountsAfter<'a> {
+    state: &'a State,
+    changed: HashMap<&'a str, &'a Fields>,
+}
+
+impl<'a> AccountsAfter<'a> {
+    fn of(state: &'a State, applied: &[&'a Change]) -> AccountsAfter<'a> {
+        let changed = applied
+            .iter()
+            .filter(|c| c.kind == Kind::Account && c.action != Action::Remove)
+            .filter_map(|c| Some((c.object.as_str(), c.after.as_ref()?)))
+            .collect();
+        AccountsAfter { state, changed }
+    }
+
+    fn field(&self, account: &str, name: &str) -> Option<String> {
+        if let Some(value) = self.changed.get(account).and_then(|f| f.get(name)) {
+            return value.as_str().map(str::to_string);
+        }
+        let account = self.state.accounts.get(account)?;
+        match name {
+            "owner" => account.owner.clone(),
+            "successor" => account.successor.clone(),
+            _ => None,
+        }
+    }
+
+    fn owner(&self, account: &str) -> Option<String> {
+        self.field(account, "owner")
+    }
+
+    /// Who receives what a removed user leaves: the successor, else the owner.
+    fn successor(&self, account: &str) -> Option<String> {
+        self.field(account, "successor")
+            .or_else(|| self.owner(account))
+    }
+}
+
 /// The notifications an applied change queues (contract 2.8): invitations,
 /// ownership transfers, moves and removals, to both parties where there are
-/// two.
-fn notifications_for(change: &Change, state: &State, now: Timestamp) -> Vec<Notification> {
+/// two. Each id is derived from the change's id, the recipient and the event,
+/// so the same change always queues the same ids.
+fn notifications_for(
+    change: &Change,
+    accounts: &AccountsAfter,
+    now: Timestamp,
+) -> Vec<Notification> {
     let before = change.before.as_ref();
     let after = change.after.as_ref();
     let mut recipients: Vec<(String, String, String)> = Vec::new(); // (to, event, message)
+    let user = change.object.as_str();
     match (change.kind, change.action) {
         (Kind::User, Action::Create) => {
             let expires = text(after, "invitation_expires").unwrap_or("");
             recipients.push((
-                change.object.clone(),
+                user.to_string(),
                 "invitation".into(),
                 format!(
                     "you are invited to account {}; the invitation expires {expires}",
@@ -241,11 +289,12 @@ fn notifications_for(change: &Change, state: &State, now: Timestamp) -> Vec<Noti
             ));
         }
         (Kind::User, Action::Update)
-            if after.is_some_and(|f| f.contains_key("invitation_expires")) =>
+            if text(after, "invitation_expires").is_some()
+                && text(before, "invitation_expires").is_some() =>
         {
             let expires = text(after, "invitation_expires").unwrap_or("");
             recipients.push((
-                change.object.clone(),
+                user.to_string(),
                 "invitation".into(),
                 format!(
                     "your invitation to account {} was re-issued; it expires {expires}",
@@ -253,22 +302,26 @@ fn notifications_for(change: &Change, state: &State, now: Timestamp) -> Vec<Noti
                 ),
             ));
         }
-        (Kind::User, Action::Transfer) => {
+        (Kind::User, Action::Transfer) if text(before, "account").is_some() => {
             let from = text(before, "account").unwrap_or("");
             let to = text(after, "account").unwrap_or("");
             recipients.push((
-                change.object.clone(),
+                user.to_string(),
                 "move".into(),
                 format!("you were moved from account {from} to {to}"),
             ));
-            if let Some(owner) = state.accounts.get(to).and_then(|a| a.owner.clone()) {
+            if let Some(owner) = accounts.owner(from) {
                 recipients.push((
                     owner,
                     "move".into(),
-                    format!(
-                        "{} moved from account {from} into your account {to}",
-                        change.object
-                    ),
+                    format!("{user} moved from your account {from} to {to}; what they leave passes to its successor"),
+                ));
+            }
+            if let Some(owner) = accounts.owner(to) {
+                recipients.push((
+                    owner,
+                    "move".into(),
+                    format!("{user} moved from account {from} into your account {to}"),
                 ));
             }
         }
@@ -276,51 +329,67 @@ fn notifications_for(change: &Change, state: &State, now: Timestamp) -> Vec<Noti
             let account = text(before, "account")
                 .unwrap_or(&change.account)
                 .to_string();
-            recipients.push((
-                change.object.clone(),
-                "removal".into(),
-                format!("you were removed from account {account}"),
-            ));
-            if let Some(owner) = state
-                .accounts
-                .get(&account)
-                .and_then(|a| a.successor.clone().or(a.owner.clone()))
-            {
-                if owner != change.object {
+            if text(before, "status") == Some("invited") {
+                recipients.push((
+                    user.to_string(),
+                    "removal".into(),
+                    format!("your invitation to account {account} was cancelled"),
+                ));
+                if let Some(owner) = accounts.owner(&account) {
                     recipients.push((
                         owner,
                         "removal".into(),
+                        format!("the invitation of {user} to account {account} was cancelled"),
+                    ));
+                }
+            } else {
+                recipients.push((
+                    user.to_string(),
+                    "removal".into(),
+                    format!("you were removed from account {account}"),
+                ));
+                if let Some(successor) = accounts.successor(&account) {
+                    recipients.push((
+                        successor,
+                        "removal".into(),
                         format!(
-                            "{} was removed from account {account}; what they owned passes to you",
-                            change.object
+                            "{user} was removed from account {account}; what they owned passes to you"
                         ),
                     ));
                 }
             }
         }
-        (Kind::Account, Action::Transfer) => {
+        (Kind::Account, Action::Transfer) if after.is_some_and(|f| f.contains_key("owner")) => {
             let old = text(before, "owner");
             let new = text(after, "owner");
             if let Some(new) = new {
                 recipients.push((
                     new.to_string(),
                     "transfer".into(),
-                    format!("you are now the owner of account {}", change.object),
+                    match old {
+                        Some(old) => format!(
+                            "you are now the owner of account {}, transferred to you by {old}",
+                            change.object
+                        ),
+                        None => format!("you are now the owner of account {}", change.object),
+                    },
                 ));
             }
             if let Some(old) = old {
-                recipients.push((
-                    old.to_string(),
-                    "transfer".into(),
-                    format!(
-                        "ownership of account {} passed to {}",
-                        change.object,
-                        new.unwrap_or("nobody")
+                let message = match (new, text(after, "merged_into")) {
+                    (_, Some(into)) => format!(
+                        "account {} was merged into {into}; you no longer own it",
+                        change.object
                     ),
-                ));
+                    (Some(new), None) => {
+                        format!("ownership of account {} passed to {new}", change.object)
+                    }
+                    (None, None) => format!("you no longer own account {}", change.object),
+                };
+                recipients.push((old.to_string(), "transfer".into(), message));
             }
         }
-        (Kind::License, Action::Transfer) => {
+        (Kind::License, Action::Transfer) if after.is_some_and(|f| f.contains_key("assignee")) => {
             if let Some(new) = text(after, "assignee") {
                 recipients.push((
                     new.to_string(),
@@ -338,8 +407,10 @@ fn notifications_for(change: &Change, state: &State, now: Timestamp) -> Vec<Noti
         }
         _ => {}
     }
+    let mut seen = std::collections::HashSet::new();
     recipients
         .into_iter()
+        .filter(|(to, event, _)| seen.insert((to.clone(), event.clone())))
         .map(|(to, event, message)| {
             let digest = Sha256::digest(format!("{}\0{to}\0{event}", change.id));
             let id: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();

@@ -148,6 +148,7 @@ pub(crate) fn build<'s>(desired: &Desired, state: &'s State, now: Timestamp) -> 
     builder.merges(&mut target);
     builder.moves(&mut target);
     builder.orphans(&mut target);
+    builder.orphan_versions(&mut target);
     builder.grants(&mut target);
     builder.account_removals(&mut target);
     builder.connection_requests(&mut target);
@@ -198,8 +199,9 @@ impl<'a> Builder<'a> {
                             new_owner,
                             id,
                             format!(
-                                "account {id}: ownership cannot pass to {new_owner}: domain {domain} is not one of the account's domains ({}); declare an owner in one of them or add {domain} to domains",
-                                wanted.domains.join(", ")
+                                "account {id}: ownership cannot pass to {new_owner}: a new owner's email domain must be one of the account's domains, and {domain} is not ({}); choose an owner with an address in {}, or add {domain} to domains",
+                                wanted.domains.join(", "),
+                                wanted.domains.join(" or ")
                             ),
                         ));
                     }
@@ -315,6 +317,16 @@ impl<'a> Builder<'a> {
                     target.users.get_mut(old_owner),
                     self.state.users.get(old_owner),
                 ) {
+                    (Some(user), Some(current)) if user.account != current.account => {
+                        *user = current.clone();
+                        target.pending.push(Pending {
+                            kind: Kind::User,
+                            object: old_owner.clone(),
+                            reason: format!(
+                                "move waits for the ownership transfer of account {account_id}"
+                            ),
+                        });
+                    }
                     (Some(user), _) => user.role = Role::Owner,
                     (None, Some(current)) => {
                         target.users.insert(old_owner.clone(), current.clone());
@@ -333,101 +345,140 @@ impl<'a> Builder<'a> {
         // Users of a removed account go with it; users of kept accounts who
         // are no longer declared are removed (their assets pass on, below).
         for (email, user) in &self.state.users {
-            if !target.users.contains_key(email) {
-                target.reasons.insert(
-                    (Kind::User, email.clone()),
-                    format!("no longer declared in account {}", user.account),
-                );
+            if target.users.contains_key(email) {
+                continue;
             }
+            let reason = if user.status == UserStatus::Invited {
+                format!(
+                    "invitation cancelled: no longer declared in account {}",
+                    user.account
+                )
+            } else {
+                match successor_in(target, &user.account) {
+                    Some(successor) => format!(
+                        "no longer declared in account {}; what they own passes to {successor}",
+                        user.account
+                    ),
+                    None => format!("no longer declared in account {}", user.account),
+                }
+            };
+            target.reasons.insert((Kind::User, email.clone()), reason);
         }
     }
 
-    /// Organizations, and licenses: as declared; those of a merged account
-    /// follow it into the account it merges into.
+    /// Organizations and licenses: as declared. Those of an account that
+    /// merges must be declared in the account it merges into (the merge
+    /// moves them, without a connection); any other change of account needs
+    /// one (contract 2.1, 2.6). Products follow their organization.
     fn organizations_and_licenses(&mut self, target: &mut Target) {
         target.organizations = self.desired.organizations.clone();
         target.licenses = self.desired.licenses.clone();
         for (id, organization) in &self.state.organizations {
-            if target.organizations.contains_key(id) {
+            let Some(into) = self.merged_into(&organization.account) else {
                 continue;
-            }
-            if let Some(into) = self.merged_into(&organization.account) {
-                target.organizations.insert(
-                    id.clone(),
-                    Organization {
-                        account: into.clone(),
-                    },
-                );
-                target.reasons.insert(
-                    (Kind::Organization, id.clone()),
-                    format!("merge of {} into {into}", organization.account),
-                );
-                for (product_id, product) in &self.state.products {
-                    if product.organization == *id && !target.products.contains_key(product_id) {
-                        target.products.insert(product_id.clone(), product.clone());
-                    }
-                }
+            };
+            let from = &organization.account;
+            match target.organizations.get(id) {
+                Some(wanted) if wanted.account == into => {}
+                Some(_) => {}
+                None => target.errors.push(self.error(
+                    Kind::Account,
+                    from,
+                    from,
+                    format!(
+                        "organization {id} of account {from} is not declared in {into}: {from} merges into {into}, and a merge moves its organizations (with their products and invoices); declare {id} under organizations: of {into}"
+                    ),
+                )),
             }
         }
         for (id, license) in &self.state.licenses {
-            if target.licenses.contains_key(id) {
+            let Some(into) = self.merged_into(&license.account) else {
                 continue;
-            }
-            if let Some(into) = self.merged_into(&license.account) {
-                let assignee = license
-                    .assignee
-                    .clone()
-                    .filter(|email| target.users.get(email).is_some_and(|u| u.account == into));
-                target.licenses.insert(
-                    id.clone(),
-                    License {
-                        account: into.clone(),
-                        assignee,
-                        ..license.clone()
-                    },
-                );
-                target.reasons.insert(
-                    (Kind::License, id.clone()),
-                    format!("merge of {} into {into}", license.account),
-                );
+            };
+            let from = &license.account;
+            if !target.licenses.contains_key(id) {
+                target.errors.push(self.error(
+                    Kind::Account,
+                    from,
+                    from,
+                    format!(
+                        "license {id} of account {from} is not declared in {into}: {from} merges into {into}, and a merge moves its licenses; declare {id} under licenses: of {into}"
+                    ),
+                ));
             }
         }
-        // Containers that change account need a connection.
         for (id, organization) in &target.organizations {
-            if let Some(current) = self.state.organizations.get(id) {
-                if current.account != organization.account
-                    && self.merged_into(&current.account).as_deref() != Some(&organization.account)
-                {
-                    if let Err(message) = self.connected(&current.account, &organization.account) {
-                        target.errors.push(self.error(
-                            Kind::Organization,
-                            id,
-                            &organization.account,
-                            format!(
-                                "organization {id} cannot move from {} to {}: {message}",
-                                current.account, organization.account
-                            ),
-                        ));
-                    }
+            let Some(current) = self.state.organizations.get(id) else {
+                continue;
+            };
+            let (from, to) = (&current.account, &organization.account);
+            if from == to {
+                continue;
+            }
+            let products: Vec<&String> = target
+                .products
+                .iter()
+                .filter(|(_, p)| &p.organization == id)
+                .map(|(k, _)| k)
+                .collect();
+            let takes = if products.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "takes its {} {}; ",
+                    if products.len() == 1 {
+                        "product"
+                    } else {
+                        "products"
+                    },
+                    join_some(&products)
+                )
+            };
+            match self.connected(from, to) {
+                Ok(how) => {
+                    target
+                        .reasons
+                        .insert((Kind::Organization, id.clone()), format!("{takes}{how}"));
                 }
+                Err(message) => target.errors.push(self.error(
+                    Kind::Organization,
+                    id,
+                    to,
+                    format!("organization {id} cannot move from {from} to {to}: {message}"),
+                )),
             }
         }
         for (id, license) in &target.licenses {
-            if let Some(current) = self.state.licenses.get(id) {
-                if current.account != license.account
-                    && self.merged_into(&current.account).as_deref() != Some(&license.account)
-                {
-                    if let Err(message) = self.connected(&current.account, &license.account) {
-                        target.errors.push(self.error(
-                            Kind::License,
-                            id,
-                            &license.account,
-                            format!(
-                                "license {id} cannot move from {} to {}: {message}",
-                                current.account, license.account
-                            ),
-                        ));
+            let Some(current) = self.state.licenses.get(id) else {
+                continue;
+            };
+            if let (Some(expires), true) = (
+                license.expires,
+                current.assignee != license.assignee && current.expires == license.expires,
+            ) {
+                target.reasons.insert(
+                    (Kind::License, id.clone()),
+                    format!(
+                        "term to {expires} kept: the new assignee takes over the remaining term"
+                    ),
+                );
+            }
+            let (from, to) = (&current.account, &license.account);
+            if from != to {
+                match self.connected(from, to) {
+                    Ok(how) => {
+                        let reason = match target.reasons.remove(&(Kind::License, id.clone())) {
+                            Some(term) => format!("{how}; {term}"),
+                            None => how,
+                        };
+                        target.reasons.insert((Kind::License, id.clone()), reason);
                     }
+                    Err(message) => target.errors.push(self.error(
+                        Kind::License,
+                        id,
+                        to,
+                        format!("license {id} cannot move from {from} to {to}: {message}"),
+                    )),
                 }
             }
         }
@@ -448,32 +499,51 @@ impl<'a> Builder<'a> {
                 .get(&product.organization)
                 .map(|o| o.account.clone());
             if let (Some(from), Some(to)) = (from, to) {
-                if from != to && self.merged_into(&from).as_deref() != Some(&to) {
-                    if let Err(message) = self.connected(&from, &to) {
-                        target.errors.push(self.error(
-                            Kind::Product,
-                            id,
-                            &to,
-                            format!("product {id} cannot move from organization {} ({from}) to {} ({to}): {message}", current.organization, product.organization),
-                        ));
-                    }
+                if let Err(message) = self.connected(&from, &to) {
+                    target.errors.push(self.error(
+                        Kind::Product,
+                        id,
+                        &to,
+                        format!(
+                            "product {id} cannot move from organization {} ({from}) to {} ({to}): {message}",
+                            current.organization, product.organization
+                        ),
+                    ));
                 }
             }
+            let revoked: Vec<&String> = current
+                .access
+                .iter()
+                .filter(|email| !product.access.contains(email))
+                .collect();
+            let access = if revoked.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "access of {} is not carried over; ",
+                    revoked
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
             target.reasons.insert(
                 (Kind::Product, id.clone()),
-                format!(
-                    "moves from organization {} to {}; invoices stay with {}",
-                    current.organization, product.organization, current.organization
-                ),
+                format!("{access}invoices stay with {}", current.organization),
             );
         }
     }
 
-    /// `reassign` rules in order, then pins (an explicit pin wins).
+    /// `reassign` rules in order, then pins. A pinned asset is left alone
+    /// by the rules: its owner and tags are what the pin declares.
     fn pins_and_reassign_rules(&mut self, target: &mut Target) {
         for (account, rules) in &self.desired.reassign {
             for rule in rules {
                 for id in target.assets.owned_by(account, &rule.from) {
+                    if self.desired.pins.contains_key(&id) {
+                        continue;
+                    }
                     let Some(asset) = target.assets.get(&id) else {
                         continue;
                     };
@@ -538,6 +608,26 @@ impl<'a> Builder<'a> {
             let Some(into) = &wanted.merged_into else {
                 continue;
             };
+            for (email, user) in &self.state.users {
+                if &user.account != from {
+                    continue;
+                }
+                let declared_in = self.desired.users.get(email).map(|u| u.account.as_str());
+                if declared_in != Some(into.as_str()) {
+                    let now = match declared_in {
+                        Some(other) => format!(" (it is declared in {other})"),
+                        None => String::new(),
+                    };
+                    target.errors.push(self.error(
+                        Kind::Account,
+                        from,
+                        from,
+                        format!(
+                            "user {email} of account {from} is not declared in {into}{now}: {from} merges into {into}, and a merge moves its users; declare {email} under users: of {into}"
+                        ),
+                    ));
+                }
+            }
             let credits = target.accounts.get(from).map_or(0, |a| a.credits);
             if credits != 0 {
                 if let Some(account) = target.accounts.get_mut(from) {
@@ -577,9 +667,9 @@ impl<'a> Builder<'a> {
 
     /// Whether two accounts may exchange objects (contract 2.1): `Ok`, or
     /// why not.
-    fn connected(&self, a: &str, b: &str) -> Result<(), String> {
+    fn connected(&self, a: &str, b: &str) -> Result<String, String> {
         if a == b {
-            return Ok(());
+            return Ok("same account".to_string());
         }
         let header = |id: &str| -> Option<(Option<String>, Vec<String>, Option<String>)> {
             if let Some(wanted) = self.desired_account(id) {
@@ -603,23 +693,33 @@ impl<'a> Builder<'a> {
         else {
             return Err("one of the accounts does not exist".to_string());
         };
-        if merged_a.as_deref() == Some(b) || merged_b.as_deref() == Some(a) {
-            return Ok(());
+        if merged_a.as_deref() == Some(b) {
+            return Ok(format!("{a} merges into {b}"));
         }
-        if hub_a.as_deref() == Some(b) || hub_b.as_deref() == Some(a) {
-            return Ok(());
+        if merged_b.as_deref() == Some(a) {
+            return Ok(format!("{b} merges into {a}"));
         }
-        if hub_a.is_some() && hub_a == hub_b {
-            return Ok(());
+        if hub_a.as_deref() == Some(b) {
+            return Ok(format!("{a} is a satellite of {b}"));
+        }
+        if hub_b.as_deref() == Some(a) {
+            return Ok(format!("{b} is a satellite of {a}"));
+        }
+        if let (Some(hub), true) = (&hub_a, hub_a == hub_b) {
+            return Ok(format!("both satellites of {hub}"));
         }
         let a_lists_b = connections_a.iter().any(|c| c == b);
         let b_lists_a = connections_b.iter().any(|c| c == a);
         match (a_lists_b, b_lists_a) {
-            (true, true) => Ok(()),
-            (true, false) => Err(format!("{b} does not list {a} in connections")),
-            (false, true) => Err(format!("{a} does not list {b} in connections")),
+            (true, true) => Ok(format!("{a} and {b} list each other in connections")),
+            (true, false) => Err(format!(
+                "{b} does not list {a} in connections (only {a} consents); add {a} to the connections of {b}"
+            )),
+            (false, true) => Err(format!(
+                "{a} does not list {b} in connections (only {b} consents); add {b} to the connections of {a}"
+            )),
             (false, false) => Err(format!(
-                "the accounts are not connected (no shared hub, and neither lists the other in connections)"
+                "the accounts are not connected (neither is the other's hub, they share no hub, and neither lists the other in connections); list each in the other's connections"
             )),
         }
     }
@@ -627,23 +727,47 @@ impl<'a> Builder<'a> {
     /// Users declared in another account than the state's are moved, with
     /// what they own (contract 2.3).
     fn moves(&mut self, target: &mut Target) {
+        let mut memberships_of: HashMap<&str, Vec<&String>> = HashMap::new();
+        for (id, membership) in &self.state.memberships {
+            memberships_of
+                .entry(membership.user.as_str())
+                .or_default()
+                .push(id);
+        }
         for (email, wanted) in &self.desired.users {
             let Some(current) = self.state.users.get(email) else {
                 continue;
             };
             let from = &current.account;
-            let to = &wanted.account;
+            // A move that waits (the user still owns the source account)
+            // keeps the user where they are.
+            let Some(to) = target.users.get(email).map(|u| u.account.clone()) else {
+                continue;
+            };
+            let to = &to;
             if from == to {
                 continue;
             }
-            if let Err(message) = self.connected(from, to) {
-                target.errors.push(self.error(
-                    Kind::User,
-                    email,
-                    to,
-                    format!("{email} cannot move from {from} to {to}: {message}"),
-                ));
-                continue;
+            let how = match self.connected(from, to) {
+                Ok(how) => how,
+                Err(message) => {
+                    target.errors.push(self.error(
+                        Kind::User,
+                        email,
+                        to,
+                        format!("{email} cannot move from {from} to {to}: {message}"),
+                    ));
+                    continue;
+                }
+            };
+            for id in memberships_of.get(email.as_str()).into_iter().flatten() {
+                let membership = &self.state.memberships[*id];
+                if &membership.account == from {
+                    target.reasons.insert(
+                        (Kind::Membership, (*id).clone()),
+                        format!("{email} moves to {to}; groups never move"),
+                    );
+                }
             }
             let rule = wanted.move_rule.clone().unwrap_or_default();
             let successor = match &rule.successor {
@@ -667,7 +791,7 @@ impl<'a> Builder<'a> {
             };
             target.reasons.insert(
                 (Kind::User, email.clone()),
-                format!("moves from {from} to {to}"),
+                format!("moves from {from} to {to}; connected: {how}"),
             );
             let owner = Owner::User(email.clone());
             let folder_name = rule
@@ -729,7 +853,7 @@ impl<'a> Builder<'a> {
                     }
                     target.reasons.insert(
                         (Kind::Asset, id.clone()),
-                        format!("left by {email} (moves to {to}), passes to {successor}"),
+                        format!("left by {email}, who moves to {to}; passes to {successor}"),
                     );
                 }
                 target.assets.put(&id, asset);
@@ -779,12 +903,9 @@ impl<'a> Builder<'a> {
             if target_account.merged_into.is_some() {
                 continue;
             }
-            let successor = target_account
-                .successor
-                .clone()
-                .filter(|s| target.users.get(s).is_some_and(|u| u.account == account))
-                .or_else(|| target_account.owner.clone());
-            let Some(successor) = successor else { continue };
+            let Some(successor) = successor_in(target, &account) else {
+                continue;
+            };
             let why = match &owner {
                 Owner::User(email) if self.state.users.contains_key(email) => {
                     format!("{email} is removed")
@@ -811,6 +932,72 @@ impl<'a> Builder<'a> {
                     format!("{why}; passes to successor {successor}"),
                 );
             }
+        }
+    }
+
+    /// Versions (of proofs) owned by someone who is not a user of the
+    /// asset's account pass to its successor too, even when the asset's
+    /// owner stays: no version points at a missing user. One pass over the
+    /// assets; only assets with versions are looked at.
+    fn orphan_versions(&mut self, target: &mut Target) {
+        let mut fixes: Vec<(String, Asset, String)> = Vec::new();
+        let mut look = |id: &String, asset: &Asset| {
+            if asset.versions.is_empty() {
+                return;
+            }
+            let is_user = |email: &String| {
+                target
+                    .users
+                    .get(email)
+                    .is_some_and(|u| u.account == asset.account)
+            };
+            if asset.versions.iter().all(is_user) {
+                return;
+            }
+            let Some(account) = target.accounts.get(&asset.account) else {
+                return;
+            };
+            if account.merged_into.is_some() {
+                return;
+            }
+            let Some(successor) = successor_in(target, &asset.account) else {
+                return;
+            };
+            let gone: BTreeSet<String> = asset
+                .versions
+                .iter()
+                .filter(|v| !is_user(v))
+                .cloned()
+                .collect();
+            let mut fixed = asset.clone();
+            for version in &mut fixed.versions {
+                if gone.contains(version) {
+                    *version = successor.clone();
+                }
+            }
+            let names: Vec<&str> = gone.iter().map(String::as_str).collect();
+            fixes.push((
+                id.clone(),
+                fixed,
+                format!(
+                    "{} {} no longer in {}; versions pass to successor {successor}",
+                    names.join(", "),
+                    if names.len() == 1 { "is" } else { "are" },
+                    asset.account
+                ),
+            ));
+        };
+        for (id, asset) in target.assets.base {
+            if !target.assets.overlay.contains_key(id) {
+                look(id, asset);
+            }
+        }
+        for (id, asset) in &target.assets.overlay {
+            look(id, asset);
+        }
+        for (id, asset, reason) in fixes {
+            target.assets.put(&id, asset);
+            target.reasons.entry((Kind::Asset, id)).or_insert(reason);
         }
     }
 
@@ -919,6 +1106,17 @@ impl<'a> Builder<'a> {
             }
         }
     }
+}
+
+/// Who receives what a user of `account` leaves behind: the account's
+/// `successor` while it is a user of the account, else its owner.
+fn successor_in(target: &Target, account: &str) -> Option<String> {
+    let wanted = target.accounts.get(account)?;
+    wanted
+        .successor
+        .clone()
+        .filter(|s| target.users.get(s).is_some_and(|u| u.account == account))
+        .or_else(|| wanted.owner.clone())
 }
 
 fn join_some(ids: &[&String]) -> String {

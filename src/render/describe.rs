@@ -79,10 +79,7 @@ pub(crate) fn sections(plan: &Plan, expand: bool) -> Vec<Section<'_>> {
                 }
                 continue;
             }
-            let mut detail = describe(change);
-            if matches!(change.kind, Kind::Asset | Kind::Grant) {
-                detail = with_reason(detail, &change.reason);
-            }
+            let detail = detail_of(change);
             entries.push(Entry {
                 action: change.action,
                 kind: change.kind,
@@ -126,6 +123,52 @@ pub(crate) fn thousands(number: usize) -> String {
         .map(|group| std::str::from_utf8(group).unwrap_or_default())
         .collect();
     groups.join(",")
+}
+
+/// The reasons the planner gives when nothing more than the specs explains a
+/// change; they are not repeated on the plan's lines.
+fn is_plain_reason(reason: &str) -> bool {
+    reason.starts_with("declared in ")
+        || reason.starts_with("changed in ")
+        || reason == "no longer in the specs"
+        || reason == "not in the specs"
+        || reason == "follows the specs"
+}
+
+/// What a single change's line says: what changes, and why when the why is
+/// more than "the specs say so" and the change does not already tell it.
+fn detail_of(change: &Change) -> String {
+    let detail = describe(change);
+    let reason = change.reason.as_str();
+    match (change.kind, change.action) {
+        // `moves from A (both satellites of H)`.
+        (Kind::User, Action::Transfer) if moving(change).is_some() => {
+            match reason.split_once("; connected: ") {
+                Some((_, how)) => match detail.split_once(", ") {
+                    Some((head, rest)) => format!("{head} ({how}), {rest}"),
+                    None => format!("{detail} ({how})"),
+                },
+                None => detail,
+            }
+        }
+        (Kind::User, Action::Create | Action::Update) => detail,
+        // `(term kept)` says to when, from the planner's reason.
+        (Kind::License, Action::Transfer) if reason.contains("term to ") => {
+            let (how, term) = match reason.split_once("; term to ") {
+                Some((how, term)) => (Some(how), format!("term to {term}")),
+                None => (None, reason.to_string()),
+            };
+            let term = term.split(':').next().unwrap_or_default();
+            let detail = detail.replace("(term kept)", &format!("({term})"));
+            match how {
+                Some(how) => with_reason(detail, how),
+                None => detail,
+            }
+        }
+        (Kind::Account, _) if reason.starts_with("ownership passes") => detail,
+        _ if is_plain_reason(reason) => detail,
+        _ => with_reason(detail, reason),
+    }
 }
 
 fn with_reason(detail: String, reason: &str) -> String {
@@ -219,6 +262,19 @@ fn describe_update(kind: Kind, action: Action, before: &Fields, after: &Fields) 
     let mut skip: BTreeSet<&str> = BTreeSet::new();
 
     if kind == Kind::User {
+        if let (Some(old), Some(new)) = (
+            before.get("invitation_expires").filter(|v| !v.is_null()),
+            after.get("invitation_expires").filter(|v| !v.is_null()),
+        ) {
+            if old != new {
+                first.push(format!(
+                    "invitation expired {}; re-issued, expires {}",
+                    format_field("invitation_expires", old),
+                    format_field("invitation_expires", new)
+                ));
+                skip.insert("invitation_expires");
+            }
+        }
         if let (Some(from), Some(to)) = (before.get("account"), after.get("account")) {
             if from != to {
                 first.push(format!("moves from {}", format_value(from)));
@@ -327,28 +383,24 @@ fn format_value(value: &Value) -> String {
 type KindCounts = BTreeMap<String, usize>;
 
 /// What goes with a moving user and what stays with whom, from the asset and
-/// grant changes of the same plan.
+/// grant changes of the same plan. Assets that move with a user say so in
+/// their reason (`moves with EMAIL from A to B`), set by the planner.
 #[derive(Default)]
 struct MoveIndex<'a> {
-    /// Asset kinds moving between two accounts: (from, to) -> kind -> count.
-    brought: HashMap<(&'a str, &'a str), KindCounts>,
-    /// Users moving between two accounts.
-    movers: HashMap<(&'a str, &'a str), usize>,
+    /// Assets a user brings: email -> kind -> count.
+    brought: HashMap<&'a str, KindCounts>,
+    /// The folders receiving the files a user brings: email -> folder names.
+    folders: HashMap<&'a str, BTreeSet<String>>,
     /// Assets of an account leaving a user: (email, account) -> new owner ->
-    /// kind -> count.
+    /// what -> count.
     left: HashMap<(&'a str, &'a str), BTreeMap<String, KindCounts>>,
-    /// Grants a user receives.
+    /// Folders a user keeps read access to: email -> count.
     granted: HashMap<&'a str, usize>,
 }
 
 impl<'a> MoveIndex<'a> {
     fn of(plan: &'a Plan) -> MoveIndex<'a> {
         let mut index = MoveIndex::default();
-        let moving = |change: &'a Change| -> Option<(&'a str, &'a str)> {
-            let from = change.before.as_ref()?.get("account")?.as_str()?;
-            let to = change.after.as_ref()?.get("account")?.as_str()?;
-            (from != to).then_some((from, to))
-        };
         let any_move = plan
             .changes
             .iter()
@@ -356,22 +408,41 @@ impl<'a> MoveIndex<'a> {
         if !any_move {
             return index;
         }
+        let folder_names: HashMap<&str, &str> = plan
+            .changes
+            .iter()
+            .filter(|c| c.kind == Kind::Asset && c.action == Action::Create)
+            .filter_map(|c| {
+                let name = c.after.as_ref()?.get("tags")?.get("name")?.as_str()?;
+                Some((c.object.as_str(), name))
+            })
+            .collect();
         for change in &plan.changes {
             match change.kind {
-                Kind::User if change.action == Action::Transfer => {
-                    if let Some(pair) = moving(change) {
-                        *index.movers.entry(pair).or_default() += 1;
-                    }
-                }
                 Kind::Asset if change.action == Action::Transfer => {
                     let kind = asset_kind_name(&change.object);
-                    if let Some(pair) = moving(change) {
-                        *index
-                            .brought
-                            .entry(pair)
-                            .or_default()
-                            .entry(kind.clone())
-                            .or_default() += 1;
+                    if let Some(email) = mover_of(&change.reason) {
+                        if moving(change).is_some() {
+                            *index
+                                .brought
+                                .entry(email)
+                                .or_default()
+                                .entry(kind.clone())
+                                .or_default() += 1;
+                            let folder = change
+                                .after
+                                .as_ref()
+                                .and_then(|f| f.get("folder"))
+                                .and_then(Value::as_str);
+                            if let Some(folder) = folder {
+                                let name = folder_names.get(folder).copied().unwrap_or(folder);
+                                index
+                                    .folders
+                                    .entry(email)
+                                    .or_default()
+                                    .insert(name.to_string());
+                            }
+                        }
                     }
                     let old = change
                         .before
@@ -387,13 +458,26 @@ impl<'a> MoveIndex<'a> {
                     if let (Some(old), Some(new)) = (old, new) {
                         if new != format!("user:{old}") {
                             let new = new.strip_prefix("user:").unwrap_or(new).to_string();
+                            let others = change
+                                .before
+                                .as_ref()
+                                .and_then(|f| f.get("versions"))
+                                .and_then(Value::as_array)
+                                .is_some_and(|versions| {
+                                    versions.iter().any(|v| v.as_str() != Some(old))
+                                });
+                            let what = match kind.as_str() {
+                                "proof" if others => "proof with versions of others".to_string(),
+                                "folder" => format!("folder ({old} keeps read access)"),
+                                _ => kind,
+                            };
                             *index
                                 .left
                                 .entry((old, change.account.as_str()))
                                 .or_default()
                                 .entry(new)
                                 .or_default()
-                                .entry(kind)
+                                .entry(what)
                                 .or_default() += 1;
                         }
                     }
@@ -413,39 +497,33 @@ impl<'a> MoveIndex<'a> {
         if change.kind != Kind::User || change.action != Action::Transfer {
             return Vec::new();
         }
-        let from = change
-            .before
-            .as_ref()
-            .and_then(|f| f.get("account"))
-            .and_then(Value::as_str);
-        let to = change
-            .after
-            .as_ref()
-            .and_then(|f| f.get("account"))
-            .and_then(Value::as_str);
-        let (Some(from), Some(to)) = (from, to) else {
+        let Some((from, _)) = moving(change) else {
             return Vec::new();
         };
-        if from == to {
-            return Vec::new();
-        }
         let mut notes = Vec::new();
         let email = change.object.as_str();
-        if let Some(kinds) = self.brought.get(&(from, to)) {
-            let others = self
-                .movers
-                .get(&(from, to))
-                .copied()
-                .unwrap_or(1)
-                .saturating_sub(1);
-            let mut line = format!("brings  {}", kinds_phrase(kinds));
-            if others > 0 {
-                line.push_str(&format!(
-                    " (with {} other users moving from {from})",
-                    thousands(others)
-                ));
-            }
-            notes.push(line);
+        if let Some(kinds) = self.brought.get(email) {
+            let folders = self.folders.get(email);
+            let parts: Vec<String> = kinds
+                .iter()
+                .map(|(kind, &count)| {
+                    let mut part = count_phrase(kind, count);
+                    if kind == "file" {
+                        if let Some(folders) = folders.filter(|f| !f.is_empty()) {
+                            let names: Vec<String> =
+                                folders.iter().map(|name| format!("\"{name}\"")).collect();
+                            let noun = if names.len() == 1 {
+                                "folder"
+                            } else {
+                                "folders"
+                            };
+                            part.push_str(&format!(" into {noun} {}", names.join(", ")));
+                        }
+                    }
+                    part
+                })
+                .collect();
+            notes.push(format!("brings  {}", parts.join(", ")));
         }
         if let Some(owners) = self.left.get(&(email, from)) {
             let parts: Vec<String> = owners
@@ -455,14 +533,27 @@ impl<'a> MoveIndex<'a> {
             notes.push(format!("leaves  {}", parts.join("; ")));
         }
         if let Some(&grants) = self.granted.get(email) {
-            let noun = if grants == 1 { "asset" } else { "assets" };
+            let noun = if grants == 1 { "folder" } else { "folders" };
             notes.push(format!(
-                "keeps   read access to {} {noun}",
+                "keeps   read access to {} {noun} in {from}",
                 thousands(grants)
             ));
         }
         notes
     }
+}
+
+/// `(from, to)` of a change that changes an object's account.
+fn moving(change: &Change) -> Option<(&str, &str)> {
+    let from = change.before.as_ref()?.get("account")?.as_str()?;
+    let to = change.after.as_ref()?.get("account")?.as_str()?;
+    (from != to).then_some((from, to))
+}
+
+/// The user an asset moves with, from its reason `moves with EMAIL from ...`.
+fn mover_of(reason: &str) -> Option<&str> {
+    let rest = reason.strip_prefix("moves with ")?;
+    rest.split_once(' ').map(|(email, _)| email)
 }
 
 fn asset_kind_name(asset: &str) -> String {
@@ -475,15 +566,21 @@ fn asset_kind_name(asset: &str) -> String {
 fn kinds_phrase(kinds: &BTreeMap<String, usize>) -> String {
     kinds
         .iter()
-        .map(|(kind, &count)| {
-            if count == 1 {
-                format!("1 {kind}")
-            } else {
-                format!("{} {kind}s", thousands(count))
-            }
-        })
+        .map(|(kind, &count)| count_phrase(kind, count))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// `1 file`, `14 files`, `2 proofs with versions of others`, `3 folders
+/// (dave@acme.com keeps read access)`: the first word takes the plural.
+fn count_phrase(what: &str, count: usize) -> String {
+    if count == 1 {
+        return format!("1 {what}");
+    }
+    match what.split_once(' ') {
+        Some((noun, rest)) => format!("{} {noun}s {rest}", thousands(count)),
+        None => format!("{} {what}s", thousands(count)),
+    }
 }
 
 #[cfg(test)]

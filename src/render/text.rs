@@ -203,7 +203,7 @@ mod tests {
                 "us",
                 json!({"account": "eu"}),
                 json!({"account": "us", "folder": "folder/moved-from-eu"}),
-                "dave@acme.com moves to us",
+                "moves with dave@acme.com from eu to us",
             ),
             change(
                 Action::Transfer,

@@ -76,10 +76,19 @@ struct Reference<'a> {
 enum Target {
     User(String),
     Owner(Owner),
+    /// A license's assignee (contract 2.3, 2.6, 2.7: a license is held by a
+    /// user of its own account, and follows no user who moves or leaves).
+    Assignee {
+        license: String,
+        email: String,
+    },
 }
 
-pub(crate) fn build(fragments: &[Fragment], taint: &Taint) -> Result<Desired, Vec<Diagnostic>> {
-    let mut order: Vec<&Fragment> = fragments.iter().collect();
+pub(crate) fn build<'a>(
+    fragments: impl IntoIterator<Item = &'a Fragment>,
+    taint: &Taint,
+) -> Result<Desired, Vec<Diagnostic>> {
+    let mut order: Vec<&Fragment> = fragments.into_iter().collect();
     order.sort_by(|a, b| (a.path.as_str(), a.document).cmp(&(b.path.as_str(), b.document)));
 
     let mut report = Report {
@@ -409,7 +418,10 @@ pub(crate) fn build(fragments: &[Fragment], taint: &Taint) -> Result<Desired, Ve
                     account,
                     at: origin(fragment, &join(&license_path, "assignee")),
                     subject: format!("license {license}: assignee"),
-                    target: Target::User(assignee.0.clone()),
+                    target: Target::Assignee {
+                        license: license.to_string(),
+                        email: assignee.0.clone(),
+                    },
                 });
             }
             desired.licenses.insert(
@@ -600,6 +612,22 @@ pub(crate) fn build(fragments: &[Fragment], taint: &Taint) -> Result<Desired, Ve
                     &reference.subject,
                     email,
                 );
+            }
+            Target::Assignee { license, email } => {
+                let account = reference.account;
+                let message = match desired.users.get(email) {
+                    Some(user) if user.account == account => None,
+                    Some(user) => Some(format!(
+                        "license {license}: assignee {email} is not a user of account {account} (it is a user of account {other}): a license is not left assigned to a user who moves; reassign it to a user of {account}, or move it with them (declare {license} in {other}; the accounts must be connected)",
+                        other = user.account
+                    )),
+                    None => Some(format!(
+                        "license {license}: assignee {email} is not a user of account {account} (nor of any other): a license is not left assigned to a removed user; reassign it to a user of {account}, or leave assignee out to free the seat"
+                    )),
+                };
+                if let Some(message) = message {
+                    report.error(account, &reference.at, message);
+                }
             }
             Target::Owner(Owner::User(email)) => {
                 let subject = format!("{} user:{email}", reference.subject);

@@ -32,8 +32,8 @@ pub use fragment::{
     SpecOwner, SpecText, TagKey, UniqueMap, UserSpec,
 };
 pub use keys::{KeyIndex, Position};
-pub use parse::MAX_FLOW_DEPTH;
-pub use read::MAX_FILE_BYTES;
+pub use parse::{ParsedFile, MAX_FLOW_DEPTH};
+pub use read::{is_skipped, is_spec_file, MAX_FILE_BYTES};
 
 /// One spec file: its path relative to the specs directory ('/'-separated)
 /// and its text.
@@ -78,28 +78,56 @@ pub fn load(specs_dir: &Path) -> Result<Desired, Vec<Diagnostic>> {
 /// Parses and builds already-read files, after `diagnostics` from reading.
 pub fn load_files(
     files: &[SourceFile],
+    diagnostics: Vec<Diagnostic>,
+) -> Result<Desired, Vec<Diagnostic>> {
+    let parsed: Vec<ParsedFile> = files.iter().map(parse_source).collect();
+    build_parsed(&parsed, diagnostics)
+}
+
+/// The spec files under `specs_dir` (relative, '/'-separated, sorted), as
+/// [`read_tree`] finds them, without reading them.
+pub fn list_tree(specs_dir: &Path) -> (Vec<String>, Vec<Diagnostic>) {
+    read::list_tree(specs_dir)
+}
+
+/// Reads one spec file named by [`list_tree`], with the checks of
+/// [`read_tree`].
+pub fn read_source(specs_dir: &Path, relative: &str) -> Result<SourceFile, Diagnostic> {
+    read::read_file(specs_dir, relative)
+}
+
+/// Parses one file, keeping what [`build_parsed`] needs: its fragments, its
+/// diagnostics and the accounts of its broken documents. Pure. The daemon
+/// keeps one per file and re-parses only the files that change.
+pub fn parse_source(file: &SourceFile) -> ParsedFile {
+    parse::parse(file)
+}
+
+/// Builds already-parsed files (in any order), after `diagnostics` from
+/// reading: the second half of [`load_files`], with the same result.
+pub fn build_parsed<'a>(
+    files: impl IntoIterator<Item = &'a ParsedFile>,
     mut diagnostics: Vec<Diagnostic>,
 ) -> Result<Desired, Vec<Diagnostic>> {
-    let mut fragments = Vec::new();
     // A file that could not be read may have held any account.
     let mut taint = build::Taint {
         unknown: !diagnostics.is_empty(),
         ..build::Taint::default()
     };
-    for file in files {
-        let parsed = parse::parse(file);
-        fragments.extend(parsed.fragments);
-        diagnostics.extend(parsed.diagnostics);
-        for account in parsed.broken {
+    let mut fragments: Vec<&Fragment> = Vec::new();
+    for parsed in files {
+        fragments.extend(parsed.fragments.iter());
+        diagnostics.extend(parsed.diagnostics.iter().cloned());
+        for account in &parsed.broken {
             match account {
                 Some(account) => {
-                    taint.accounts.insert(account);
+                    taint.accounts.insert(account.clone());
                 }
                 None => taint.unknown = true,
             }
         }
     }
-    match build::build(&fragments, &taint) {
+    match build::build(fragments, &taint) {
         Ok(desired) if diagnostics.is_empty() => Ok(desired),
         Ok(_) => {
             build::sort_diagnostics(&mut diagnostics);

@@ -20,8 +20,8 @@ use super::SourceFile;
 pub const MAX_FLOW_DEPTH: usize = 64;
 
 /// What parsing one file gave.
-#[derive(Debug, Default)]
-pub(crate) struct ParsedFile {
+#[derive(Clone, Debug, Default)]
+pub struct ParsedFile {
     pub fragments: Vec<Fragment>,
     pub diagnostics: Vec<Diagnostic>,
     /// Documents that failed to parse, by the account they name (`None`:

@@ -16,6 +16,20 @@ pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 const MAX_DEPTH: usize = 64;
 
 pub(crate) fn read_tree(specs_dir: &Path) -> (Vec<SourceFile>, Vec<Diagnostic>) {
+    let (found, mut diagnostics) = list_tree(specs_dir);
+    let mut files = Vec::new();
+    for relative in found {
+        match read_file(specs_dir, &relative) {
+            Ok(file) => files.push(file),
+            Err(diagnostic) => diagnostics.push(diagnostic),
+        }
+    }
+    (files, diagnostics)
+}
+
+/// The relative paths of the spec files under `specs_dir`, sorted, without
+/// reading them; problems finding them are diagnostics, as in [`read_tree`].
+pub(crate) fn list_tree(specs_dir: &Path) -> (Vec<String>, Vec<Diagnostic>) {
     let mut diagnostics = Vec::new();
     let shown = specs_dir.display().to_string();
     match fs::metadata(specs_dir) {
@@ -38,21 +52,23 @@ pub(crate) fn read_tree(specs_dir: &Path) -> (Vec<SourceFile>, Vec<Diagnostic>) 
     let mut found = Vec::new();
     walk(specs_dir, "", 0, &mut found, &mut diagnostics);
     found.sort();
-    let mut files = Vec::new();
-    for relative in found {
-        let full = specs_dir.join(&relative);
-        match read_one(&full) {
-            Ok(text) => files.push(SourceFile {
-                path: relative,
-                text,
-            }),
-            Err((line, message)) => diagnostics.push(match line {
-                Some((line, column)) => Diagnostic::at(relative, line, column, message),
-                None => Diagnostic::in_file(relative, message),
-            }),
-        }
+    (found, diagnostics)
+}
+
+/// Reads the spec file `relative` (as [`list_tree`] names it) under
+/// `specs_dir`, with the checks of [`read_tree`].
+pub(crate) fn read_file(specs_dir: &Path, relative: &str) -> Result<SourceFile, Diagnostic> {
+    let full = specs_dir.join(relative);
+    match read_one(&full) {
+        Ok(text) => Ok(SourceFile {
+            path: relative.to_string(),
+            text,
+        }),
+        Err((line, message)) => Err(match line {
+            Some((line, column)) => Diagnostic::at(relative, line, column, message),
+            None => Diagnostic::in_file(relative, message),
+        }),
     }
-    (files, diagnostics)
 }
 
 /// Whether a file or folder name is skipped: hidden, or an editor leftover.

@@ -400,7 +400,7 @@ fn references_must_name_users_and_groups_of_the_same_account() {
             "a.yaml:8:7: group analysts: member zed@acme.com is not a user of account acme; declare it under users:",
             "a.yaml:9:7: group analysts: member gus@globex.com is not a user of account acme (it is a user of account globex)",
             "a.yaml:13:7: product prod-7: access user nobody@acme.com is not a user of account acme; declare it under users:",
-            "a.yaml:15:3: license lic-1: assignee nobody@acme.com is not a user of account acme; declare it under users:",
+            "a.yaml:15:3: license lic-1: assignee nobody@acme.com is not a user of account acme (nor of any other): a license is not left assigned to a removed user; reassign it to a user of acme, or leave assignee out to free the seat",
             "a.yaml:17:3: asset file/f-1: owner group:nope is not a group of account acme; declare it under groups:",
             "a.yaml:18:3: asset file/f-2: owner user:nobody@acme.com is not a user of account acme",
             "a.yaml:21:5: reassign rule 1 of account acme: to group:nope is not a group of account acme; declare it under groups:",
