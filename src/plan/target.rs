@@ -150,6 +150,7 @@ pub(crate) fn build<'s>(desired: &Desired, state: &'s State, now: Timestamp) -> 
     builder.orphans(&mut target);
     builder.orphan_versions(&mut target);
     builder.grants(&mut target);
+    builder.organization_removals(&mut target);
     builder.account_removals(&mut target);
     builder.connection_requests(&mut target);
     target
@@ -1006,6 +1007,39 @@ impl<'a> Builder<'a> {
         target.grants.retain(|_, grant| {
             target.users.contains_key(&grant.user) && target.assets.get(&grant.asset).is_some()
         });
+    }
+
+    /// An organization no longer declared is removed, but never with the
+    /// invoices billing made for it: they would point at nothing.
+    fn organization_removals(&mut self, target: &mut Target) {
+        let mut invoices_by_organization: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (id, invoice) in &self.state.invoices {
+            invoices_by_organization
+                .entry(invoice.organization.as_str())
+                .or_default()
+                .push(id.as_str());
+        }
+        for (id, organization) in &self.state.organizations {
+            if target.organizations.contains_key(id) {
+                continue;
+            }
+            let Some(invoices) = invoices_by_organization.get(id.as_str()) else {
+                continue;
+            };
+            let shown: Vec<&str> = invoices.iter().take(3).copied().collect();
+            let more = if invoices.len() > 3 { ", …" } else { "" };
+            let message = format!(
+                "organization {id} cannot be removed: it holds {} invoice(s) ({}{more}); keep it declared, or move it to another account (invoices stay with their organization)",
+                invoices.len(),
+                shown.join(", ")
+            );
+            target.errors.push(
+                match self.desired.origin(Kind::Account, &organization.account) {
+                    Some(origin) => Diagnostic::at_origin(origin, message),
+                    None => Diagnostic::general(message),
+                },
+            );
+        }
     }
 
     /// An account no longer declared is removed, but only when nothing of

@@ -898,6 +898,33 @@ fn an_account_that_still_holds_assets_or_licenses_is_not_removed() {
 }
 
 #[test]
+fn an_organization_with_invoices_is_not_removed_and_one_without_is() {
+    let org = "account: old\ndomains: [acme.com]\nusers:\n  olaf@acme.com: {role: owner}\norganizations:\n  billed: {products: {p-1: {}}}\n  unbilled: {products: {}}\n";
+    let workspace = Workspace::with_specs(&[("acme.yaml", REMOVALS), ("old.yaml", org)]);
+    apply(&workspace);
+    import(
+        &workspace,
+        r#"{"type": "invoice", "id": "inv-1", "product": "p-1", "organization": "billed"}"#,
+    );
+    workspace.write(
+        "old.yaml",
+        "account: old\ndomains: [acme.com]\nusers:\n  olaf@acme.com: {role: owner}\n",
+    );
+    let stderr = plan_errors(&workspace);
+    assert!(
+        stderr.contains(
+            "old.yaml:1:1: organization billed cannot be removed: it holds 1 invoice(s) (inv-1)"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("unbilled"), "{stderr}");
+    workspace.write("old.yaml", "account: old\ndomains: [acme.com]\nusers:\n  olaf@acme.com: {role: owner}\norganizations:\n  billed: {products: {p-1: {}}}\n");
+    let plan = plan_json(&workspace);
+    assert!(actions(&plan).contains(&("remove".into(), "organization".into(), "unbilled".into())));
+    converge(&workspace);
+}
+
+#[test]
 fn an_account_that_holds_nothing_is_removed_with_its_users() {
     let old = "account: old\ndomains: [acme.com]\nusers:\n  olaf@acme.com: {role: owner}\n";
     let workspace = Workspace::with_specs(&[("acme.yaml", REMOVALS), ("old.yaml", old)]);
