@@ -226,7 +226,7 @@ pub(crate) fn write_sled(store: &SledStore, out: &mut dyn Write) -> Result<(), S
 }
 
 /// Writes the lines of a dump, in the order the caller gives them.
-struct DumpWriter<'a> {
+pub(crate) struct DumpWriter<'a> {
     out: BufWriter<&'a mut dyn Write>,
 }
 
@@ -255,7 +255,7 @@ struct NotificationLine<'a> {
 
 impl<'a> DumpWriter<'a> {
     /// Starts a dump: writes the header.
-    fn new(out: &'a mut dyn Write) -> Result<DumpWriter<'a>, StoreError> {
+    pub(crate) fn new(out: &'a mut dyn Write) -> Result<DumpWriter<'a>, StoreError> {
         let mut writer = DumpWriter {
             out: BufWriter::with_capacity(64 * 1024, out),
         };
@@ -272,7 +272,12 @@ impl<'a> DumpWriter<'a> {
         self.out.write_all(b"\n").map_err(StoreError::DumpWrite)
     }
 
-    fn object<T: Serialize>(&mut self, kind: &str, id: &str, value: &T) -> Result<(), StoreError> {
+    pub(crate) fn object<T: Serialize>(
+        &mut self,
+        kind: &str,
+        id: &str,
+        value: &T,
+    ) -> Result<(), StoreError> {
         self.line(&ObjectLine { kind, id, value })
     }
 
@@ -287,19 +292,19 @@ impl<'a> DumpWriter<'a> {
         Ok(())
     }
 
-    fn invoice(&mut self, id: &str, invoice: &Invoice) -> Result<(), StoreError> {
+    pub(crate) fn invoice(&mut self, id: &str, invoice: &Invoice) -> Result<(), StoreError> {
         self.object(INVOICE, id, invoice)
     }
 
-    fn history(&mut self, entry: &HistoryEntry) -> Result<(), StoreError> {
+    pub(crate) fn history(&mut self, entry: &HistoryEntry) -> Result<(), StoreError> {
         self.line(&HistoryLine { history: entry })
     }
 
-    fn notification(&mut self, notification: &Notification) -> Result<(), StoreError> {
+    pub(crate) fn notification(&mut self, notification: &Notification) -> Result<(), StoreError> {
         self.line(&NotificationLine { notification })
     }
 
-    fn finish(mut self) -> Result<(), StoreError> {
+    pub(crate) fn finish(mut self) -> Result<(), StoreError> {
         self.out.flush().map_err(StoreError::DumpWrite)
     }
 }

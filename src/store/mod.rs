@@ -2,8 +2,10 @@
 //!
 //! [`Store`] is the narrow interface every backend implements: load the whole
 //! [`State`], commit a [`Commit`] atomically, read the history and the outbox,
-//! dump. sled is the embedded default ([`sled_store`]); a dump file opened
-//! with `--state FILE` is a read-only store ([`dump`]).
+//! dump. sled is the embedded default ([`sled_store`]); a `postgres://` URL
+//! keeps the state in PostgreSQL ([`postgres`]); a dump file opened with
+//! `--state FILE` is a read-only store ([`dump`]). `state migrate` copies a
+//! state between any two of them through a dump ([`migrate`]).
 //!
 //! Architecture invariant: the store knows nothing of specs or plans beyond
 //! the records it keeps; compare-and-set decisions are made by
@@ -12,6 +14,7 @@
 
 mod codec;
 pub mod dump;
+pub mod postgres;
 pub mod sled_store;
 
 use std::path::{Path, PathBuf};
@@ -119,9 +122,27 @@ pub enum StoreError {
         id: String,
         message: String,
     },
-    /// A location this build cannot open (a `postgres://` URL, for now).
+    /// A location this build cannot use that way (`state migrate` onto
+    /// itself).
     #[error("state {location}: {message}")]
     Unsupported { location: String, message: String },
+    /// Another process wrote the state between this one's load and its
+    /// commit (PostgreSQL); nothing of the commit was written.
+    #[error("state {path} changed while this apply ran; nothing was written: run it again")]
+    Conflict { path: PathBuf },
+    /// A write through a store opened for reading (PostgreSQL readers take
+    /// no lock, so they may not write).
+    #[error("state {path} was opened for reading: it cannot be changed")]
+    OpenedForReading { path: PathBuf },
+    /// The PostgreSQL server refused or failed (connection, permission,
+    /// query); the location has its password hidden.
+    #[error("state {location}: {message}")]
+    Postgres { location: String, message: String },
+    /// `state migrate` wrote a copy that does not dump as its source did.
+    #[error(
+        "state {to} does not dump the same as {from} after the copy; it was left for inspection"
+    )]
+    MigrationMismatch { from: String, to: String },
     /// Writing a dump to its output failed.
     #[error("cannot write the dump: {0}")]
     DumpWrite(#[source] std::io::Error),
@@ -163,7 +184,10 @@ pub enum Access {
 
 /// Opens the state at `location` (the value of `--state`).
 ///
-/// - `postgres://` / `postgresql://` URLs: not supported yet (an error).
+/// - `postgres://` / `postgresql://` URLs ([`postgres::PostgresStore`]):
+///   [`Access::Read`] connects without locking or creating anything (a
+///   database without deed's tables is an empty state); [`Access::Write`]
+///   takes the writer's lock and creates or migrates the tables.
 /// - [`Access::Read`]: a missing path, or a folder that holds no sled
 ///   database, is an empty read-only store (nothing is created); a file is
 ///   a dump ([`dump::DumpStore`]); a sled folder is opened as for writing,
@@ -172,10 +196,17 @@ pub enum Access {
 ///   [`sled_store::SledStore::open`]ed, creating it if needed.
 pub fn open(location: &str, access: Access) -> Result<Box<dyn Store>, StoreError> {
     if is_postgres_url(location) {
-        return Err(StoreError::Unsupported {
-            location: location.to_string(),
-            message: "postgres backend not yet supported".to_string(),
-        });
+        return match access {
+            Access::Read => match postgres::PostgresStore::open_for_reading(location)? {
+                Some(store) => Ok(Box::new(store)),
+                None => Ok(Box::new(dump::DumpStore::empty(Path::new(
+                    &postgres::redact(location),
+                )))),
+            },
+            Access::Write { wait } => Ok(Box::new(postgres::PostgresStore::open_for_writing(
+                location, wait,
+            )?)),
+        };
     }
     let path = Path::new(location);
     let metadata = match std::fs::metadata(path) {
@@ -213,10 +244,7 @@ pub fn is_postgres_url(location: &str) -> bool {
 /// again when the restore fails.
 pub fn restore(location: &str, dump_path: &Path, wait: bool) -> Result<(), StoreError> {
     if is_postgres_url(location) {
-        return Err(StoreError::Unsupported {
-            location: location.to_string(),
-            message: "postgres backend not yet supported".to_string(),
-        });
+        return postgres::PostgresStore::open_for_writing(location, wait)?.restore(dump_path);
     }
     let path = Path::new(location);
     if path.is_file() {
@@ -232,4 +260,143 @@ pub fn restore(location: &str, dump_path: &Path, wait: bool) -> Result<(), Store
         let _ = std::fs::remove_dir_all(path);
     }
     result
+}
+
+/// What [`migrate`] copied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Migrated {
+    /// Records of the dump: objects, invoices, history entries, notifications.
+    pub records: usize,
+}
+
+/// `deed state migrate --to TO`: copies the whole state at `from` (any
+/// location [`open`] reads: sled folder, `postgres://` URL, dump file) into
+/// the empty or missing state `to` (sled folder or URL), then checks that
+/// the copy dumps byte for byte as the source did. The copy goes through a
+/// dump in a temporary file: the source is read in one consistent pass
+/// (a sled source is locked, a PostgreSQL source read in one snapshot), and
+/// the target is written as [`restore`] writes it. With `wait`, waits for a
+/// target in use.
+pub fn migrate(from: &str, to: &str, wait: bool) -> Result<Migrated, StoreError> {
+    let same = if is_postgres_url(from) || is_postgres_url(to) {
+        from == to
+    } else {
+        Path::new(from) == Path::new(to)
+            || std::fs::canonicalize(from)
+                .ok()
+                .zip(std::fs::canonicalize(to).ok())
+                .is_some_and(|(a, b)| a == b)
+    };
+    if same {
+        return Err(StoreError::Unsupported {
+            location: display_location(to),
+            message: "--to names the state being migrated: give another state".to_string(),
+        });
+    }
+    let temporary = TemporaryDump::new()?;
+    let source_digest = {
+        let source = open(from, Access::Read)?;
+        let file = std::fs::File::create(&temporary.path).map_err(|source| StoreError::Io {
+            path: temporary.path.clone(),
+            source,
+        })?;
+        let mut out = DigestWriter::new(std::io::BufWriter::new(file));
+        source.dump(&mut out)?;
+        std::io::Write::flush(&mut out).map_err(StoreError::DumpWrite)?;
+        out.finish()
+    };
+    restore(to, &temporary.path, wait)?;
+    let target_digest = {
+        let target = open(to, Access::Read)?;
+        let mut out = DigestWriter::new(std::io::sink());
+        target.dump(&mut out)?;
+        out.finish()
+    };
+    if source_digest != target_digest {
+        return Err(StoreError::MigrationMismatch {
+            from: display_location(from),
+            to: display_location(to),
+        });
+    }
+    Ok(Migrated {
+        records: source_digest.1.saturating_sub(1),
+    })
+}
+
+/// A location for messages: a URL with its password hidden.
+pub fn display_location(location: &str) -> String {
+    if is_postgres_url(location) {
+        postgres::redact(location)
+    } else {
+        location.to_string()
+    }
+}
+
+/// A dump file in the temporary folder, removed when dropped.
+struct TemporaryDump {
+    path: PathBuf,
+}
+
+impl TemporaryDump {
+    fn new() -> Result<TemporaryDump, StoreError> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| elapsed.subsec_nanos())
+            .unwrap_or_default();
+        let path =
+            std::env::temp_dir().join(format!("deed-migrate-{}-{nanos}.jsonl", std::process::id()));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|source| StoreError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(TemporaryDump { path })
+    }
+}
+
+impl Drop for TemporaryDump {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Passes bytes through, hashing them (SHA-256) and counting lines.
+struct DigestWriter<W> {
+    inner: W,
+    hasher: sha2::Sha256,
+    lines: usize,
+}
+
+impl<W: std::io::Write> DigestWriter<W> {
+    fn new(inner: W) -> DigestWriter<W> {
+        DigestWriter {
+            inner,
+            hasher: sha2::Digest::new(),
+            lines: 0,
+        }
+    }
+
+    /// The digest and the number of lines written.
+    fn finish(self) -> (Vec<u8>, usize) {
+        (sha2::Digest::finalize(self.hasher).to_vec(), self.lines)
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for DigestWriter<W> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let written = self.inner.write(bytes)?;
+        sha2::Digest::update(&mut self.hasher, &bytes[..written]);
+        self.lines += bytes[..written]
+            .iter()
+            .filter(|&&byte| byte == b'\n')
+            .count();
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }

@@ -895,9 +895,10 @@ pub(crate) mod tests {
                 .expect("load"),
             State::default()
         );
+        // A URL is PostgreSQL, never a path: here, a server that is not there.
         assert!(matches!(
-            open("postgres://deed@db/deed", Access::Read),
-            Err(StoreError::Unsupported { .. })
+            open("postgres://deed@127.0.0.1:1/deed", Access::Read),
+            Err(StoreError::Postgres { .. })
         ));
     }
 
