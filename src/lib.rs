@@ -4,6 +4,7 @@
 pub mod apply;
 pub mod check;
 pub mod cli;
+pub mod daemon;
 pub mod desired;
 pub mod diagnostic;
 pub mod export;

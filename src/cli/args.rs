@@ -56,6 +56,12 @@ pub enum Command {
     )]
     Apply(ApplyArgs),
 
+    /// Watch the specs and reconcile on change and on schedule; serve HTTP.
+    #[command(
+        after_help = "Examples:\n  deed daemon\n  deed daemon --interval 1m --listen 0.0.0.0:9477 --log-format json\n  deed daemon --dry-run   # plan only, serve /plan\n\nEndpoints: /healthz, /metrics, /status; /plan and /state need Authorization: Bearer $DEED_API_TOKEN.\nWith DEED_NOW set, the daemon's clock starts there and advances with the wall clock."
+    )]
+    Daemon(DaemonArgs),
+
     /// Inspect, export, back up and check the state.
     #[command(subcommand)]
     State(StateCommand),
@@ -158,6 +164,43 @@ pub struct ApplyArgs {
     pub revision: Option<String>,
 }
 
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Reconcile this often even without changes (e.g. 30s, 5m, 1h).
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_interval)]
+    pub interval: std::time::Duration,
+    /// Address and port of the HTTP API.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9477")]
+    pub listen: String,
+    /// Plan and serve /plan; never apply.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Refuse a plan that removes more than PCT percent of all users or of all group memberships.
+    #[arg(long, value_name = "PCT", default_value_t = 25.0)]
+    pub max_removal: f64,
+    /// Allow plans past the removal guard.
+    #[arg(long)]
+    pub allow_removals: bool,
+    /// Log lines as text for people, or JSON for log collectors.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `30s`, `5m`, `1h30m`, as `invite_ttl` is written; at least one second.
+fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
+    let duration: crate::model::Duration = text.parse()?;
+    if duration.seconds == 0 {
+        return Err("the interval must be at least 1s".to_string());
+    }
+    Ok(std::time::Duration::from_secs(duration.seconds))
+}
+
 #[derive(Debug, Subcommand)]
 pub enum StateCommand {
     /// Show the state, or one object by id, as YAML or JSON.
@@ -189,6 +232,18 @@ pub enum StateCommand {
     #[command(after_help = "Example:\n  deed --state ./.deed-new state restore backup.jsonl")]
     Restore {
         file: PathBuf,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Copy the whole state into another, empty one (sled folder or postgres:// URL).
+    #[command(
+        after_help = "Examples:\n  deed --state ./.deed state migrate --to postgres://deed@db.internal/deed\n  deed --state postgres://deed@db.internal/deed state migrate --to ./.deed-copy"
+    )]
+    Migrate {
+        /// The target: a sled folder (missing or empty) or a postgres:// URL (without deed's data).
+        #[arg(long, value_name = "STATE")]
+        to: String,
+        /// Wait for a target in use instead of failing.
         #[arg(long)]
         wait: bool,
     },

@@ -28,6 +28,7 @@ pub fn run(command: &Command, config: &Config) -> Result<Outcome> {
         Command::Validate => validate(config),
         Command::Plan(args) => plan_command(args, config),
         Command::Apply(args) => apply_command(args, config),
+        Command::Daemon(args) => daemon_command(args, config),
         Command::State(command) => state_command(command, config),
         Command::Inventory(InventoryCommand::Import { file, wait }) => {
             inventory_import(file, *wait, config)
@@ -322,6 +323,26 @@ fn apply_command(args: &ApplyArgs, config: &Config) -> Result<Outcome> {
     Ok(Outcome::Success)
 }
 
+fn daemon_command(args: &super::args::DaemonArgs, config: &Config) -> Result<Outcome> {
+    let fixed_clock = std::env::var("DEED_NOW").is_ok_and(|text| !text.trim().is_empty());
+    crate::daemon::run(crate::daemon::DaemonConfig {
+        specs: config.specs.clone(),
+        state: config.state.clone(),
+        interval: args.interval,
+        listen: args.listen.clone(),
+        dry_run: args.dry_run,
+        max_removal: args.max_removal,
+        allow_removals: args.allow_removals,
+        clock: if fixed_clock {
+            crate::daemon::Clock::starting_at(config.now)
+        } else {
+            crate::daemon::Clock::System
+        },
+        api_token: std::env::var("DEED_API_TOKEN").ok(),
+    })?;
+    Ok(Outcome::Success)
+}
+
 fn state_command(command: &StateCommand, config: &Config) -> Result<Outcome> {
     match command {
         StateCommand::Show { id, format } => state_show(id.as_deref(), *format, config),
@@ -375,7 +396,21 @@ fn state_command(command: &StateCommand, config: &Config) -> Result<Outcome> {
         }
         StateCommand::Restore { file, wait } => {
             store::restore(&config.state, file, *wait)?;
-            eprintln!("Restored {} into {}.", file.display(), config.state);
+            eprintln!(
+                "Restored {} into {}.",
+                file.display(),
+                store::display_location(&config.state)
+            );
+            Ok(Outcome::Success)
+        }
+        StateCommand::Migrate { to, wait } => {
+            let migrated = store::migrate(&config.state, to, *wait)?;
+            eprintln!(
+                "Copied {} from {} to {}; their dumps are identical.",
+                plural(migrated.records, "record"),
+                store::display_location(&config.state),
+                store::display_location(to)
+            );
             Ok(Outcome::Success)
         }
         StateCommand::Check => {

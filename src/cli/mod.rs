@@ -49,7 +49,7 @@ pub fn main() -> i32 {
             };
         }
     };
-    init_logging();
+    init_logging(&cli.command);
     let config = match resolve(&cli) {
         Ok(config) => config,
         Err(error) => {
@@ -87,13 +87,25 @@ fn resolve(cli: &Cli) -> anyhow::Result<Config> {
     })
 }
 
-/// Logs go to standard error; `DEED_LOG` filters them (default `warn`).
-fn init_logging() {
+/// Logs go to standard error; `DEED_LOG` filters them (default `warn`; for
+/// the daemon `info`, as text or, with `--log-format json`, JSON lines).
+fn init_logging(command: &args::Command) {
+    let (default_filter, json) = match command {
+        args::Command::Daemon(daemon) => {
+            ("warn,deed=info", daemon.log_format == args::LogFormat::Json)
+        }
+        _ => ("warn", false),
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("DEED_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder
+            .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+            .try_init()
+    };
 }

@@ -1,0 +1,1067 @@
+//! `deed daemon` (contract §4): keeps the state equal to the specs as they
+//! change. One loop runs [`crate::reconcile::reconcile`] — the function
+//! `deed apply` runs — at start, after a debounced change of the specs
+//! ([`watch`]), every `--interval`, and after a failure once its backoff
+//! expires or the specs or the state change. The reconcile is
+//! level-triggered: it is never told why it runs.
+//!
+//! - Specs are reloaded incrementally ([`specs_cache`]); a tree that does not
+//!   validate is never applied: its errors are logged and published on
+//!   `/status`, and the state keeps what was last applied.
+//! - The store is opened for each reconcile and closed after it, so `deed
+//!   inventory import`, `deed invitations accept` and `deed plan` work while
+//!   the daemon runs (a command that finds the state in use fails at once,
+//!   or waits with `--wait`).
+//! - A failed reconcile (invalid specs, a broken rule, the removal guard, an
+//!   error) is not retried with the same specs and the same state until a
+//!   backoff expires: 1 s, doubling, capped at the interval.
+//! - SIGINT/SIGTERM: the watcher stops, a reconcile in progress finishes
+//!   (its commit is one atomic batch) or, while it waits for the state's
+//!   lock, is abandoned before writing; then the HTTP server stops and the
+//!   process exits 0.
+//!
+//! Results are published for [`http`] in [`Shared`]; [`metrics`] holds the
+//! Prometheus counters.
+
+mod http;
+mod metrics;
+mod specs_cache;
+mod state_cache;
+mod watch;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, watch as channel};
+
+use crate::diagnostic::Diagnostic;
+use crate::model::Timestamp;
+use crate::plan::{self, Plan, PlanConfig};
+use crate::reconcile::{self, ReconcileError, ReconcileOptions};
+use crate::store::{self, Access, Store, StoreError};
+
+pub use metrics::Metrics;
+pub use specs_cache::{Loaded, SpecsCache};
+use state_cache::{CachingStore, StateCache};
+
+/// The first wait after a failed reconcile; it doubles up to the interval.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// How long the watcher's batches must be quiet before a reconcile starts
+/// (on top of the watcher's own debounce).
+const SETTLE: Duration = Duration::from_millis(100);
+/// The longest time batches are gathered before a reconcile starts anyway.
+const SETTLE_LIMIT: Duration = Duration::from_millis(250);
+/// While backing off, how often the state is checked for a change.
+const STATE_POLL: Duration = Duration::from_millis(500);
+/// How long a reconcile waits for another process to release the state.
+const LOCK_WAIT_LIMIT: Duration = Duration::from_secs(30);
+
+/// The resolved options of `deed daemon`.
+#[derive(Clone, Debug)]
+pub struct DaemonConfig {
+    pub specs: PathBuf,
+    /// `--state` as given.
+    pub state: String,
+    pub interval: Duration,
+    /// `--listen`: an address and port (a host name is resolved).
+    pub listen: String,
+    pub dry_run: bool,
+    /// The removal guard's limit, in percent.
+    pub max_removal: f64,
+    pub allow_removals: bool,
+    pub clock: Clock,
+    /// `DEED_API_TOKEN`: `/plan` and `/state` need it (403 without).
+    pub api_token: Option<String>,
+}
+
+/// The daemon's clock. Unlike a command, a daemon needs time to advance:
+/// with `DEED_NOW` set, time starts there and advances with the wall clock
+/// (so invitations expire during a test); otherwise it is the system clock.
+#[derive(Clone, Copy, Debug)]
+pub enum Clock {
+    System,
+    StartingAt { start: Timestamp, at: Instant },
+}
+
+impl Clock {
+    /// Time starting at `start`, now.
+    pub fn starting_at(start: Timestamp) -> Clock {
+        Clock::StartingAt {
+            start,
+            at: Instant::now(),
+        }
+    }
+
+    /// The time, in whole seconds (as commands use it).
+    pub fn now(&self) -> Timestamp {
+        let now = match self {
+            Clock::System => Timestamp::now(),
+            Clock::StartingAt { start, at } => {
+                let elapsed = jiff::SignedDuration::try_from(at.elapsed())
+                    .unwrap_or(jiff::SignedDuration::ZERO);
+                start.checked_add(elapsed).unwrap_or(*start)
+            }
+        };
+        now.round(jiff::Unit::Second).unwrap_or(now)
+    }
+}
+
+/// Runs the daemon until SIGINT or SIGTERM. Errors only when it cannot start
+/// (the address is in use, the state cannot be opened at all).
+pub fn run(config: DaemonConfig) -> anyhow::Result<()> {
+    if !(0.0..=100.0).contains(&config.max_removal) {
+        bail!(
+            "--max-removal {}: give a percentage from 0 to 100",
+            config.max_removal
+        );
+    }
+    if config.interval.is_zero() {
+        bail!("--interval must be at least 1s");
+    }
+    if !config.dry_run && Path::new(&config.state).is_file() {
+        bail!(
+            "state {} is a dump, opened read-only: run the daemon on it with --dry-run, or on a state folder",
+            config.state
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("deed-daemon")
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(run_async(config))
+}
+
+async fn run_async(config: DaemonConfig) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let address = listener
+        .local_addr()
+        .map(|address| address.to_string())
+        .unwrap_or_else(|_| config.listen.clone());
+
+    let shared = Arc::new(Shared {
+        report: Mutex::new(Report::new(config.dry_run)),
+        api_token: config.api_token.clone().filter(|token| !token.is_empty()),
+        state_location: config.state.clone(),
+        store_gate: Mutex::new(()),
+        cancel: AtomicBool::new(false),
+    });
+
+    let (shutdown_sender, shutdown) = channel::channel(false);
+    tokio::spawn(signals(Signals::new(), shutdown_sender));
+
+    let mut server_shutdown = shutdown.clone();
+    let server = axum::serve(listener, http::router(Arc::clone(&shared))).with_graceful_shutdown(
+        async move {
+            let _ = server_shutdown.wait_for(|stop| *stop).await;
+        },
+    );
+    let server = tokio::spawn(async move { server.await });
+    tracing::info!(
+        listen = %address,
+        specs = %config.specs.display(),
+        state = %config.state,
+        interval_seconds = config.interval.as_secs_f64(),
+        dry_run = config.dry_run,
+        "deed daemon listening on {address}"
+    );
+    if shared.api_token.is_none() {
+        tracing::info!("DEED_API_TOKEN is not set: /plan and /state answer 403");
+    }
+
+    Loop::new(config, Arc::clone(&shared), shutdown).run().await;
+
+    shared.cancel.store(true, Ordering::SeqCst);
+    match tokio::time::timeout(Duration::from_secs(5), server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(error))) => tracing::warn!("the HTTP server failed: {error}"),
+        Ok(Err(error)) => tracing::warn!("the HTTP server failed: {error}"),
+        Err(_) => tracing::warn!("the HTTP server did not stop within 5 s"),
+    }
+    tracing::info!("deed daemon stopped");
+    Ok(())
+}
+
+/// Waits for SIGINT or SIGTERM and tells everyone to stop; a second signal,
+/// a second or more later, ends the process at once (exit 130).
+async fn signals(mut signals: Signals, shutdown: channel::Sender<bool>) {
+    let first = signals.next().await;
+    tracing::info!("{first} received: stopping (a reconcile in progress finishes first)");
+    let _ = shutdown.send(true);
+    // Some supervisors signal the process and then its group: a repeat
+    // within a second is the same request.
+    let first_at = Instant::now();
+    loop {
+        let second = signals.next().await;
+        if first_at.elapsed() >= Duration::from_secs(1) {
+            tracing::warn!("{second} received again: exiting now");
+            std::process::exit(130);
+        }
+    }
+}
+
+/// The stop signals, listened to from the start.
+struct Signals {
+    #[cfg(unix)]
+    terminate: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    interrupt: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    #[cfg(unix)]
+    fn new() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        let listen = |kind: SignalKind, name: &str| match signal(kind) {
+            Ok(signal) => Some(signal),
+            Err(error) => {
+                tracing::warn!("cannot listen for {name}: {error}");
+                None
+            }
+        };
+        Signals {
+            terminate: listen(SignalKind::terminate(), "SIGTERM"),
+            interrupt: listen(SignalKind::interrupt(), "SIGINT"),
+        }
+    }
+
+    #[cfg(not(unix))]
+    fn new() -> Signals {
+        Signals {}
+    }
+
+    #[cfg(unix)]
+    async fn next(&mut self) -> &'static str {
+        async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) {
+            match signal {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            _ = recv(&mut self.interrupt) => "SIGINT",
+            _ = recv(&mut self.terminate) => "SIGTERM",
+        }
+    }
+
+    #[cfg(not(unix))]
+    async fn next(&mut self) -> &'static str {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    }
+}
+
+/// What the loop publishes for the HTTP handlers.
+pub(crate) struct Shared {
+    report: Mutex<Report>,
+    api_token: Option<String>,
+    state_location: String,
+    /// Held while this process has the store open: the loop and `/state`
+    /// take turns.
+    store_gate: Mutex<()>,
+    /// Set on shutdown: a wait for the state's lock is abandoned.
+    cancel: AtomicBool,
+}
+
+impl Shared {
+    fn report(&self) -> MutexGuard<'_, Report> {
+        self.report
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The state as `deed state dump` writes it (blocking).
+    fn dump_state(&self) -> Result<Vec<u8>, String> {
+        let _gate = self
+            .store_gate
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let store = open_store(
+            &self.state_location,
+            Access::Read,
+            &self.cancel,
+            Duration::from_secs(10),
+        )
+        .map_err(|error| error.to_string())?;
+        let mut bytes = Vec::new();
+        store.dump(&mut bytes).map_err(|error| error.to_string())?;
+        Ok(bytes)
+    }
+}
+
+/// The outcome of the last reconciles, as `/status`, `/metrics` and `/plan`
+/// show them.
+struct Report {
+    dry_run: bool,
+    /// `None` until the first reconcile ends.
+    result: Option<&'static str>,
+    last_error: Option<String>,
+    /// The problems of the last invalid reconcile, as `PATH:LINE:COL: message`.
+    errors: Vec<String>,
+    time: Option<Timestamp>,
+    last_success: Option<Timestamp>,
+    revision: Option<String>,
+    trigger: Option<&'static str>,
+    duration_seconds: f64,
+    /// Changes of the last plan, applied, already in place, pending items.
+    changes: usize,
+    applied: usize,
+    skipped: usize,
+    pending: usize,
+    spec_files: usize,
+    /// The next retry after a failure, when backing off.
+    retry_in_seconds: Option<f64>,
+    metrics: Metrics,
+    /// The last plan, rendered as `deed plan --format json` prints it.
+    plan: Option<Arc<String>>,
+}
+
+impl Report {
+    fn new(dry_run: bool) -> Report {
+        Report {
+            dry_run,
+            result: None,
+            last_error: None,
+            errors: Vec::new(),
+            time: None,
+            last_success: None,
+            revision: None,
+            trigger: None,
+            duration_seconds: 0.0,
+            changes: 0,
+            applied: 0,
+            skipped: 0,
+            pending: 0,
+            spec_files: 0,
+            retry_in_seconds: None,
+            metrics: Metrics::default(),
+            plan: None,
+        }
+    }
+
+    fn status_json(&self) -> serde_json::Value {
+        let reconciles: serde_json::Map<String, serde_json::Value> = metrics::RESULTS
+            .iter()
+            .map(|result| (result.to_string(), json!(self.metrics.total(result))))
+            .collect();
+        json!({
+            "result": self.result,
+            "last_error": self.last_error,
+            "time": self.time.map(|time| time.to_string()),
+            "revision": self.revision,
+            "role": "leader",
+            "dry_run": self.dry_run,
+            "errors": self.errors,
+            "trigger": self.trigger,
+            "duration_seconds": self.duration_seconds,
+            "last_success": self.last_success.map(|time| time.to_string()),
+            "changes": self.changes,
+            "applied": self.applied,
+            "skipped": self.skipped,
+            "pending_changes": self.metrics.pending_changes(),
+            "pending": self.pending,
+            "spec_files": self.spec_files,
+            "retry_in_seconds": self.retry_in_seconds,
+            "reconciles": reconciles,
+        })
+    }
+}
+
+/// Why a reconcile runs (for the logs and `/status` only: the reconcile
+/// itself is level-triggered).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Trigger {
+    Start,
+    Specs,
+    Interval,
+    Retry,
+    State,
+    Rescan,
+}
+
+impl Trigger {
+    fn name(self) -> &'static str {
+        match self {
+            Trigger::Start => "start",
+            Trigger::Specs => "specs changed",
+            Trigger::Interval => "interval",
+            Trigger::Retry => "retry after backoff",
+            Trigger::State => "state changed",
+            Trigger::Rescan => "rescan",
+        }
+    }
+}
+
+/// After a failure: the inputs that failed, and when to try them again.
+#[derive(Clone, Debug)]
+struct Backoff {
+    specs: [u8; 32],
+    state: [u8; 32],
+    until: Instant,
+    /// The wait that was chosen (doubles on each failure of the same inputs).
+    delay: Duration,
+}
+
+/// What a reconcile job needs.
+struct Job {
+    trigger: Trigger,
+    dirty: BTreeSet<String>,
+    full: bool,
+    backoff: Option<Backoff>,
+}
+
+/// What a job did.
+struct Done {
+    trigger: Trigger,
+    outcome: Outcome,
+    specs: [u8; 32],
+    /// The state's fingerprint once the store was closed again.
+    state: [u8; 32],
+    duration: Duration,
+    now: Timestamp,
+    revision: Option<String>,
+    spec_files: usize,
+    parsed_files: usize,
+    /// How long reading and building the specs took.
+    specs_duration: Duration,
+}
+
+enum Outcome {
+    /// Same specs, same state, still backing off: nothing was run.
+    Skipped,
+    /// Shutdown while waiting for the state: nothing was written.
+    Abandoned,
+    Invalid(Arc<Vec<Diagnostic>>),
+    Reconciled {
+        plan: Plan,
+        applied: usize,
+        skipped: usize,
+    },
+    Refused {
+        message: String,
+        plan: Option<Plan>,
+    },
+    Error(String),
+}
+
+impl Outcome {
+    fn result(&self, dry_run: bool) -> &'static str {
+        match self {
+            Outcome::Reconciled { applied, .. } if *applied > 0 && !dry_run => "applied",
+            Outcome::Reconciled { .. } => "unchanged",
+            Outcome::Invalid(_) => "invalid",
+            Outcome::Refused { .. } => "refused",
+            Outcome::Error(_) | Outcome::Skipped | Outcome::Abandoned => "error",
+        }
+    }
+}
+
+/// The reconcile loop: one job at a time.
+struct Loop {
+    config: DaemonConfig,
+    shared: Arc<Shared>,
+    shutdown: channel::Receiver<bool>,
+    cache: Option<Caches>,
+    backoff: Option<Backoff>,
+    /// The diagnostics last logged, so a retry does not log them again.
+    logged_errors: Option<Arc<Vec<Diagnostic>>>,
+}
+
+impl Loop {
+    fn new(config: DaemonConfig, shared: Arc<Shared>, shutdown: channel::Receiver<bool>) -> Loop {
+        let cache = Some(Caches::new(&config.specs));
+        Loop {
+            config,
+            shared,
+            shutdown,
+            cache,
+            backoff: None,
+            logged_errors: None,
+        }
+    }
+
+    async fn run(mut self) {
+        let (sender, mut events) = mpsc::unbounded_channel();
+        let mut watcher = start_watching(&self.config.specs, &sender, true);
+        let mut next: Option<Trigger> = Some(Trigger::Start);
+        let mut dirty: BTreeSet<String> = BTreeSet::new();
+        let mut full = true;
+        let mut next_interval = tokio::time::Instant::now() + self.config.interval;
+        let mut state_poll = tokio::time::interval(STATE_POLL);
+        state_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+        loop {
+            if *self.shutdown.borrow() {
+                break;
+            }
+            if let Some(trigger) = next.take() {
+                let job = Job {
+                    trigger,
+                    dirty: std::mem::take(&mut dirty),
+                    full: std::mem::replace(&mut full, false),
+                    backoff: self.backoff.clone(),
+                };
+                let Some(done) = self.run_job(job).await else {
+                    break;
+                };
+                if matches!(done.outcome, Outcome::Abandoned) {
+                    break;
+                }
+                if !matches!(done.outcome, Outcome::Skipped) {
+                    next_interval = tokio::time::Instant::now() + self.config.interval;
+                }
+                self.publish(done);
+                if watcher.is_none() {
+                    watcher = start_watching(&self.config.specs, &sender, false);
+                }
+                continue;
+            }
+
+            let retry_at = self
+                .backoff
+                .as_ref()
+                .map(|backoff| tokio::time::Instant::from_std(backoff.until));
+            tokio::select! {
+                _ = self.shutdown.changed() => {}
+                event = events.recv() => {
+                    let Some(event) = event else { continue };
+                    let mut trigger = absorb(event, &mut dirty, &mut full);
+                    // Let a burst (a `git pull`, a save that writes then
+                    // renames) settle into one reconcile.
+                    let deadline = tokio::time::Instant::now() + SETTLE_LIMIT;
+                    loop {
+                        let wait = SETTLE.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+                        match tokio::time::timeout(wait, events.recv()).await {
+                            Ok(Some(event)) => {
+                                if absorb(event, &mut dirty, &mut full) == Trigger::Rescan {
+                                    trigger = Trigger::Rescan;
+                                }
+                            }
+                            Ok(None) | Err(_) => break,
+                        }
+                    }
+                    next = Some(trigger);
+                }
+                _ = tokio::time::sleep_until(next_interval) => {
+                    full = true;
+                    next = Some(Trigger::Interval);
+                }
+                _ = sleep_until_some(retry_at), if retry_at.is_some() => {
+                    next = Some(Trigger::Retry);
+                }
+                _ = state_poll.tick(), if self.backoff.is_some() => {
+                    let changed = self
+                        .backoff
+                        .as_ref()
+                        .is_some_and(|backoff| state_fingerprint(&self.config.state) != backoff.state);
+                    if changed {
+                        next = Some(Trigger::State);
+                    }
+                }
+            }
+        }
+        drop(watcher);
+        tracing::debug!("stopped watching {}", self.config.specs.display());
+    }
+
+    /// Runs one job on a blocking thread; on shutdown, a wait for the
+    /// state's lock is abandoned and anything else finishes.
+    async fn run_job(&mut self, job: Job) -> Option<Done> {
+        let mut cache = self
+            .cache
+            .take()
+            .unwrap_or_else(|| Caches::new(&self.config.specs));
+        let config = self.config.clone();
+        let shared = Arc::clone(&self.shared);
+        let mut handle = tokio::task::spawn_blocking(move || {
+            let done = reconcile_job(&config, &shared, &mut cache, job);
+            (cache, done)
+        });
+        let joined = tokio::select! {
+            joined = &mut handle => joined,
+            _ = self.shutdown.wait_for(|stop| *stop) => {
+                self.shared.cancel.store(true, Ordering::SeqCst);
+                handle.await
+            }
+        };
+        match joined {
+            Ok((cache, done)) => {
+                self.cache = Some(cache);
+                Some(done)
+            }
+            Err(error) => {
+                // A panic in the job: the cache is rebuilt on the next run,
+                // and the failure is counted and backed off like any other.
+                Some(Done {
+                    trigger: Trigger::Rescan,
+                    outcome: Outcome::Error(format!("the reconcile failed unexpectedly: {error}")),
+                    specs: [0; 32],
+                    state: state_fingerprint(&self.config.state),
+                    duration: Duration::ZERO,
+                    now: self.config.clock.now(),
+                    revision: None,
+                    spec_files: 0,
+                    parsed_files: 0,
+                    specs_duration: Duration::ZERO,
+                })
+            }
+        }
+    }
+
+    /// Records a failure of these inputs: back off, doubling the wait while
+    /// the same specs keep failing. (A change of the state retries at once
+    /// but does not reset the wait: any process that opens the state changes
+    /// its files.)
+    fn fail(&mut self, specs: [u8; 32], state: [u8; 32]) {
+        let delay = match &self.backoff {
+            Some(previous) if previous.specs == specs => {
+                (previous.delay * 2).min(self.config.interval)
+            }
+            _ => FIRST_BACKOFF.min(self.config.interval),
+        };
+        self.backoff = Some(Backoff {
+            specs,
+            state,
+            until: Instant::now() + delay,
+            delay,
+        });
+    }
+
+    /// Logs a finished job, updates the backoff and publishes the result.
+    fn publish(&mut self, done: Done) {
+        if matches!(done.outcome, Outcome::Skipped | Outcome::Abandoned) {
+            tracing::debug!(
+                trigger = done.trigger.name(),
+                "specs and state unchanged since the last failure: still backing off"
+            );
+            return;
+        }
+        let dry_run = self.config.dry_run;
+        let result = done.outcome.result(dry_run);
+        let seconds = done.duration.as_secs_f64();
+        let duration_ms = (seconds * 1000.0 * 10.0).round() / 10.0;
+        let trigger = done.trigger.name();
+        let revision = done.revision.as_deref().unwrap_or("-");
+        let failed = matches!(result, "invalid" | "refused" | "error");
+        if failed {
+            self.fail(done.specs, done.state);
+        } else {
+            self.backoff = None;
+            self.logged_errors = None;
+        }
+        let retry_in = self.backoff.as_ref().map(|backoff| backoff.delay);
+        let retry_text = retry_in
+            .map(|delay| {
+                format!(
+                    "; retrying in {} s unless the specs or the state change",
+                    delay.as_secs_f64()
+                )
+            })
+            .unwrap_or_default();
+
+        let mut report = self.shared.report();
+        report.metrics.record(result, seconds);
+        report.result = Some(result);
+        report.time = Some(done.now);
+        report.revision = done.revision.clone();
+        report.trigger = Some(trigger);
+        report.duration_seconds = seconds;
+        report.spec_files = done.spec_files;
+        report.retry_in_seconds = retry_in.map(|delay| delay.as_secs_f64());
+        if !failed {
+            report.last_success = Some(done.now);
+            report.last_error = None;
+            report.errors.clear();
+            report
+                .metrics
+                .set_last_success(done.now.as_millisecond() as f64 / 1000.0);
+        }
+        match done.outcome {
+            Outcome::Reconciled {
+                plan,
+                applied,
+                skipped,
+            } => {
+                let pending = if dry_run {
+                    plan.changes.len()
+                } else {
+                    plan.changes.len().saturating_sub(applied + skipped)
+                };
+                report.changes = plan.changes.len();
+                report.applied = applied;
+                report.skipped = skipped;
+                report.pending = plan.pending.len();
+                report.metrics.set_pending_changes(pending as u64);
+                report.plan = Some(Arc::new(crate::render::json::render_json(&plan)));
+                let summary = &plan.summary;
+                let what = if dry_run {
+                    format!(
+                        "dry run: {} change(s) planned, none applied",
+                        plan.changes.len()
+                    )
+                } else if applied > 0 {
+                    format!("{applied} change(s) applied")
+                } else {
+                    "no changes: the state matches the specs".to_string()
+                };
+                tracing::info!(
+                    result,
+                    trigger,
+                    changes = plan.changes.len(),
+                    create = summary.create,
+                    update = summary.update,
+                    transfer = summary.transfer,
+                    remove = summary.remove,
+                    applied,
+                    skipped,
+                    pending = plan.pending.len(),
+                    files = done.spec_files,
+                    parsed = done.parsed_files,
+                    specs_ms = done.specs_duration.as_millis() as u64,
+                    duration_ms,
+                    revision,
+                    "reconcile {result}: {what} ({trigger}, {duration_ms} ms)"
+                );
+            }
+            Outcome::Invalid(diagnostics) => {
+                let messages: Vec<String> = diagnostics
+                    .iter()
+                    .map(|diagnostic| diagnostic.to_string())
+                    .collect();
+                let again = self
+                    .logged_errors
+                    .as_ref()
+                    .is_some_and(|logged| **logged == *diagnostics);
+                if !again {
+                    for message in &messages {
+                        tracing::warn!("{message}");
+                    }
+                }
+                report.last_error = Some(format!(
+                    "{} problem(s) with the specs; nothing was applied",
+                    messages.len()
+                ));
+                report.errors = messages;
+                tracing::warn!(
+                    result,
+                    trigger,
+                    errors = diagnostics.len(),
+                    files = done.spec_files,
+                    parsed = done.parsed_files,
+                    specs_ms = done.specs_duration.as_millis() as u64,
+                    duration_ms,
+                    revision,
+                    "reconcile invalid: {} problem(s){}; nothing applied, the last applied state is kept{retry_text}",
+                    diagnostics.len(),
+                    if again { " (as logged before)" } else { "" }
+                );
+                self.logged_errors = Some(diagnostics);
+            }
+            Outcome::Refused { message, plan } => {
+                if let Some(plan) = plan {
+                    report.changes = plan.changes.len();
+                    report.pending = plan.pending.len();
+                    report
+                        .metrics
+                        .set_pending_changes(plan.changes.len() as u64);
+                    report.plan = Some(Arc::new(crate::render::json::render_json(&plan)));
+                }
+                report.applied = 0;
+                report.skipped = 0;
+                report.errors = vec![message.clone()];
+                report.last_error = Some(message.clone());
+                tracing::warn!(
+                    result,
+                    trigger,
+                    duration_ms,
+                    revision,
+                    "reconcile refused: {message}; nothing applied{retry_text}"
+                );
+            }
+            Outcome::Error(message) => {
+                report.errors = vec![message.clone()];
+                report.last_error = Some(message.clone());
+                tracing::error!(
+                    result,
+                    trigger,
+                    duration_ms,
+                    revision,
+                    "reconcile error: {message}{retry_text}"
+                );
+            }
+            Outcome::Skipped | Outcome::Abandoned => {}
+        }
+    }
+}
+
+/// Adds a watcher event to the pending work; returns its trigger.
+fn absorb(event: watch::WatchEvent, dirty: &mut BTreeSet<String>, full: &mut bool) -> Trigger {
+    match event {
+        watch::WatchEvent::Changed(paths) => {
+            dirty.extend(paths);
+            Trigger::Specs
+        }
+        watch::WatchEvent::Rescan(why) => {
+            tracing::warn!("watching the specs: {why}; reading every file again");
+            *full = true;
+            Trigger::Rescan
+        }
+    }
+}
+
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn start_watching(
+    specs: &Path,
+    sender: &mpsc::UnboundedSender<watch::WatchEvent>,
+    first: bool,
+) -> Option<watch::SpecsWatcher> {
+    match watch::watch(specs, sender.clone()) {
+        Ok(watcher) => {
+            if !first {
+                tracing::info!("watching {} again", specs.display());
+            }
+            Some(watcher)
+        }
+        Err(error) => {
+            if first {
+                tracing::warn!(
+                    "cannot watch {}: {error}; reconciling every interval only, trying again after each reconcile",
+                    specs.display()
+                );
+            }
+            None
+        }
+    }
+}
+
+/// What the loop keeps between reconciles: the parsed specs and the last
+/// state loaded.
+struct Caches {
+    specs: SpecsCache,
+    state: StateCache,
+}
+
+impl Caches {
+    fn new(specs: &Path) -> Caches {
+        Caches {
+            specs: SpecsCache::new(specs),
+            state: StateCache::default(),
+        }
+    }
+}
+
+/// One reconcile, on a blocking thread: reload the specs, open the store,
+/// reconcile, close the store.
+fn reconcile_job(config: &DaemonConfig, shared: &Shared, caches: &mut Caches, job: Job) -> Done {
+    let started = Instant::now();
+    let loaded = caches.specs.reload(&job.dirty, job.full);
+    let specs_duration = started.elapsed();
+    let state_before = state_fingerprint(&config.state);
+    let now = config.clock.now();
+    let done = |outcome: Outcome, revision: Option<String>, state: [u8; 32]| Done {
+        trigger: job.trigger,
+        outcome,
+        specs: loaded.fingerprint,
+        state,
+        duration: started.elapsed(),
+        now,
+        revision,
+        spec_files: loaded.files,
+        parsed_files: loaded.parsed,
+        specs_duration,
+    };
+    if let Some(backoff) = &job.backoff {
+        if backoff.specs == loaded.fingerprint
+            && backoff.state == state_before
+            && Instant::now() < backoff.until
+        {
+            return done(Outcome::Skipped, None, state_before);
+        }
+    }
+    let revision = specs_revision(&config.specs);
+    let desired = match &loaded.desired {
+        Ok(desired) => Arc::clone(desired),
+        Err(diagnostics) => {
+            return done(
+                Outcome::Invalid(Arc::clone(diagnostics)),
+                revision,
+                state_before,
+            )
+        }
+    };
+    let access = if config.dry_run {
+        Access::Read
+    } else {
+        Access::Write { wait: false }
+    };
+    let outcome = {
+        let _gate = shared
+            .store_gate
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let lock_wait = config.interval.min(LOCK_WAIT_LIMIT);
+        match open_store(&config.state, access, &shared.cancel, lock_wait) {
+            Err(OpenError::Cancelled) => Outcome::Abandoned,
+            Err(error) => Outcome::Error(error.to_string()),
+            Ok(opened) => {
+                let store = CachingStore::new(opened.as_ref(), &mut caches.state);
+                let options = ReconcileOptions {
+                    revision: revision.clone(),
+                    max_removal: config.max_removal,
+                    allow_removals: config.allow_removals,
+                    dry_run: config.dry_run,
+                    ..ReconcileOptions::new(now)
+                };
+                match reconcile::reconcile(&desired, &store, &options) {
+                    Ok(reconciled) => Outcome::Reconciled {
+                        plan: reconciled.plan,
+                        applied: reconciled.applied,
+                        skipped: reconciled.skipped,
+                    },
+                    Err(ReconcileError::Refused(message)) => {
+                        // Shown on /plan, so that the refusal can be read.
+                        let plan = store.load().ok().and_then(|state| {
+                            plan::plan(&desired, &state, &PlanConfig { now }).ok()
+                        });
+                        Outcome::Refused { message, plan }
+                    }
+                    Err(ReconcileError::Rules(diagnostics)) => {
+                        Outcome::Invalid(Arc::new(diagnostics))
+                    }
+                    Err(error) => Outcome::Error(error.to_string()),
+                }
+            }
+        }
+        // The store is closed here, before the gate is released.
+    };
+    done(outcome, revision, state_fingerprint(&config.state))
+}
+
+#[derive(Debug, thiserror::Error)]
+enum OpenError {
+    /// Shutdown while waiting for another process to release the state.
+    #[error("stopped while waiting for the state")]
+    Cancelled,
+    /// Another process held the state for the whole wait.
+    #[error("state {location} is in use by another deed process for more than {seconds} s")]
+    Busy { location: String, seconds: u64 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Opens the store, waiting (up to `limit`) while another process has it;
+/// a shutdown abandons the wait.
+fn open_store(
+    location: &str,
+    access: Access,
+    cancel: &AtomicBool,
+    limit: Duration,
+) -> Result<Box<dyn Store>, OpenError> {
+    let started = Instant::now();
+    let mut told = false;
+    loop {
+        match store::open(location, access) {
+            Ok(store) => return Ok(store),
+            Err(StoreError::InUse { .. }) => {
+                if cancel.load(Ordering::SeqCst) {
+                    return Err(OpenError::Cancelled);
+                }
+                if started.elapsed() >= limit {
+                    return Err(OpenError::Busy {
+                        location: location.to_string(),
+                        seconds: limit.as_secs(),
+                    });
+                }
+                if !told {
+                    tracing::info!("state {location} is in use by another deed process: waiting");
+                    told = true;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
+/// Names what the state's files look like (sizes, times, inodes): any write
+/// by any process changes it. Cheap: no lock, no read of the data.
+fn state_fingerprint(location: &str) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    let mut entries = Vec::new();
+    collect_stamps(Path::new(location), "", 0, &mut entries);
+    entries.sort();
+    for entry in entries {
+        hasher.update(entry.as_bytes());
+        hasher.update([0]);
+    }
+    hasher.finalize().into()
+}
+
+fn collect_stamps(path: &Path, relative: &str, depth: usize, out: &mut Vec<String>) {
+    let Ok(metadata) = std::fs::metadata(path) else {
+        out.push(format!("{relative} missing"));
+        return;
+    };
+    if metadata.is_dir() {
+        if depth > 4 {
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(path) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            collect_stamps(&entry.path(), &format!("{relative}/{name}"), depth + 1, out);
+        }
+        return;
+    }
+    let modified = metadata
+        .modified()
+        .ok()
+        .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|since| since.as_nanos())
+        .unwrap_or(0);
+    #[cfg(unix)]
+    let inode = {
+        use std::os::unix::fs::MetadataExt;
+        metadata.ino()
+    };
+    #[cfg(not(unix))]
+    let inode = 0;
+    out.push(format!("{relative} {} {modified} {inode}", metadata.len()));
+}
+
+/// The git revision of the folder holding the specs, if it is in a
+/// repository.
+fn specs_revision(specs: &Path) -> Option<String> {
+    let output = std::process::Command::new("git")
+        .arg("-C")
+        .arg(specs)
+        .args(["rev-parse", "HEAD"])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    if !output.status.success() {
+        return None;
+    }
+    let revision = String::from_utf8(output.stdout).ok()?.trim().to_string();
+    (!revision.is_empty()).then_some(revision)
+}
