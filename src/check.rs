@@ -12,13 +12,19 @@ use crate::model::{group_id, Owner, Role, State};
 pub fn check_state(state: &State) -> Vec<String> {
     let mut violations = Vec::new();
     let account_exists = |id: &str| state.accounts.contains_key(id);
+    // Users with role owner, by account, in one pass.
+    let mut owners_by_account: std::collections::HashMap<&str, Vec<&String>> =
+        std::collections::HashMap::new();
+    for (email, user) in &state.users {
+        if user.role == Role::Owner {
+            owners_by_account
+                .entry(user.account.as_str())
+                .or_default()
+                .push(email);
+        }
+    }
     for (id, account) in &state.accounts {
-        let owners: Vec<&String> = state
-            .users
-            .iter()
-            .filter(|(_, user)| user.account == *id && user.role == Role::Owner)
-            .map(|(email, _)| email)
-            .collect();
+        let owners: Vec<&String> = owners_by_account.remove(id.as_str()).unwrap_or_default();
         if account.merged_into.is_some() {
             if let Some(owner) = &account.owner {
                 violations.push(format!("account {id} is merged but has owner {owner}"));
