@@ -63,15 +63,24 @@ pub enum Command {
     Daemon(DaemonArgs),
 
     /// Inspect, export, back up and check the state.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  deed state show acme\n  deed state dump backup.jsonl\n  deed state check"
+    )]
     State(StateCommand),
 
     /// Record observed assets, invoices and credits.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  deed inventory import inventory.jsonl"
+    )]
     Inventory(InventoryCommand),
 
     /// Manage invitations.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  deed invitations accept frank@acme.com"
+    )]
     Invitations(InvitationsCommand),
 
     /// The audit log of applied changes.

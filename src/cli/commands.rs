@@ -154,9 +154,19 @@ fn changed_accounts(plan: &Plan) -> Vec<String> {
 
 fn plan_command(args: &PlanArgs, config: &Config) -> Result<Outcome> {
     check_max_removal(args.max_removal)?;
+    let started = std::time::Instant::now();
     let desired = load_specs(config)?;
+    let specs_loaded = started.elapsed();
     let state = open(config, Access::Read)?.load()?;
+    let state_loaded = started.elapsed();
     let plan = make_plan(&desired, &state, config)?;
+    tracing::debug!(
+        specs_ms = specs_loaded.as_millis() as u64,
+        state_ms = (state_loaded - specs_loaded).as_millis() as u64,
+        plan_ms = (started.elapsed() - state_loaded).as_millis() as u64,
+        changes = plan.changes.len(),
+        "planned"
+    );
     let options = ReconcileOptions {
         actor: args.actor.clone(),
         max_removal: args.max_removal,

@@ -85,23 +85,89 @@ impl Change {
         change
     }
 
-    /// `c-` and the first 16 hex digits of a SHA-256 of what the change does.
+    /// `c-` and 16 hex digits: a hash of what the change does (action,
+    /// kind, object, account, before, after), computed over the values
+    /// themselves — no serialization — so that planning a million changes
+    /// stays cheap. The same change always gets the same id.
     pub fn content_id(&self) -> String {
-        let mut hasher = Sha256::new();
-        hasher.update(self.action.as_str());
-        hasher.update([0]);
-        hasher.update(self.kind.as_str());
-        hasher.update([0]);
-        hasher.update(&self.object);
-        hasher.update([0]);
-        hasher.update(&self.account);
-        hasher.update([0]);
-        // serde_json maps are sorted, so this is canonical.
-        hasher.update(serde_json::to_string(&self.before).unwrap_or_default());
-        hasher.update([0]);
-        hasher.update(serde_json::to_string(&self.after).unwrap_or_default());
-        let digest = hasher.finalize();
-        format!("c-{}", hex(&digest[..8]))
+        let mut hasher = StableHasher::new();
+        hasher.text(self.action.as_str());
+        hasher.text(self.kind.as_str());
+        hasher.text(&self.object);
+        hasher.text(&self.account);
+        hasher.fields(self.before.as_ref());
+        hasher.fields(self.after.as_ref());
+        format!("c-{:016x}", hasher.finish())
+    }
+}
+
+/// FNV-1a (64 bits) over a length-prefixed, type-tagged walk of the values:
+/// stable across builds and platforms, unlike `std`'s hasher.
+struct StableHasher {
+    state: u64,
+}
+
+impl StableHasher {
+    fn new() -> Self {
+        StableHasher {
+            state: 0xcbf2_9ce4_8422_2325,
+        }
+    }
+
+    fn bytes(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.state ^= u64::from(*byte);
+            self.state = self.state.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    fn text(&mut self, text: &str) {
+        self.bytes(&(text.len() as u64).to_le_bytes());
+        self.bytes(text.as_bytes());
+    }
+
+    fn fields(&mut self, fields: Option<&Fields>) {
+        match fields {
+            None => self.bytes(b"n"),
+            Some(fields) => {
+                self.bytes(b"m");
+                self.bytes(&(fields.len() as u64).to_le_bytes());
+                // serde_json maps are sorted by key: the walk is canonical.
+                for (name, value) in fields {
+                    self.text(name);
+                    self.value(value);
+                }
+            }
+        }
+    }
+
+    fn value(&mut self, value: &serde_json::Value) {
+        use serde_json::Value;
+        match value {
+            Value::Null => self.bytes(b"0"),
+            Value::Bool(true) => self.bytes(b"t"),
+            Value::Bool(false) => self.bytes(b"f"),
+            Value::Number(number) => {
+                self.bytes(b"#");
+                self.text(&number.to_string());
+            }
+            Value::String(text) => {
+                self.bytes(b"s");
+                self.text(text);
+            }
+            Value::Array(items) => {
+                self.bytes(b"a");
+                self.bytes(&(items.len() as u64).to_le_bytes());
+                for item in items {
+                    self.value(item);
+                }
+            }
+            Value::Object(map) => self.fields(Some(map)),
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.state
     }
 }
 
