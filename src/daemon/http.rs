@@ -6,7 +6,9 @@
 //! answer 403 to everyone.
 //!
 //! Handlers only read what the reconcile loop published in [`Shared`];
-//! `/state` opens the store briefly, in turn with the loop.
+//! `/state` opens the store briefly, in turn with the loop. A standby
+//! (several daemons on PostgreSQL) serves them all: its `/plan` is its own
+//! read-only plan, `/status` says `"role": "standby"` and names the leader.
 
 use std::sync::Arc;
 
@@ -46,7 +48,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn status(State(shared): State<Arc<Shared>>) -> Response {
-    let status = shared.report().status_json();
+    let status = shared.status_json();
     let mut text = serde_json::to_string_pretty(&status).unwrap_or_else(|_| "{}".to_string());
     text.push('\n');
     ([(header::CONTENT_TYPE, "application/json")], text).into_response()

@@ -20,10 +20,18 @@
 //!   lock, is abandoned before writing; then the HTTP server stops and the
 //!   process exits 0.
 //!
+//! - On a PostgreSQL state several daemons may run: [`leadership`] elects
+//!   one through a lease; the others are standbys that plan read-only (as
+//!   `--dry-run` does) and name the leader on `/status`, and the leader's
+//!   commits are fenced by its lease generation. A standby that becomes the
+//!   leader reconciles at once; a standby re-plans whenever the state
+//!   changes. A sled daemon always leads.
+//!
 //! Results are published for [`http`] in [`Shared`]; [`metrics`] holds the
 //! Prometheus counters.
 
 mod http;
+mod leadership;
 mod metrics;
 mod specs_cache;
 mod state_cache;
@@ -45,6 +53,7 @@ use crate::model::Timestamp;
 use crate::plan::{self, Plan, PlanConfig};
 use crate::reconcile::{self, ReconcileError, ReconcileOptions};
 use crate::store::{self, Access, Store, StoreError};
+use leadership::{Election, Leadership, Role};
 
 pub use metrics::Metrics;
 pub use specs_cache::{Loaded, SpecsCache};
@@ -61,6 +70,8 @@ const SETTLE_LIMIT: Duration = Duration::from_millis(250);
 const STATE_POLL: Duration = Duration::from_millis(500);
 /// How long a reconcile waits for another process to release the state.
 const LOCK_WAIT_LIMIT: Duration = Duration::from_secs(30);
+/// How long the first reconcile waits to learn whether this daemon leads.
+const FIRST_ELECTION_LIMIT: Duration = Duration::from_secs(15);
 
 /// The resolved options of `deed daemon`.
 #[derive(Clone, Debug)]
@@ -148,12 +159,22 @@ async fn run_async(config: DaemonConfig) -> anyhow::Result<()> {
         .map(|address| address.to_string())
         .unwrap_or_else(|_| config.listen.clone());
 
+    let id = leadership::holder_id(&address);
+    let shared_database = store::is_postgres_url(&config.state);
+    let (leadership_sender, leadership) = channel::channel(if shared_database {
+        Leadership::unknown()
+    } else {
+        Leadership::alone()
+    });
+
     let shared = Arc::new(Shared {
         report: Mutex::new(Report::new(config.dry_run)),
         api_token: config.api_token.clone().filter(|token| !token.is_empty()),
         state_location: config.state.clone(),
         store_gate: Mutex::new(()),
         cancel: AtomicBool::new(false),
+        leadership: leadership.clone(),
+        id: id.clone(),
     });
 
     let (shutdown_sender, shutdown) = channel::channel(false);
@@ -178,7 +199,39 @@ async fn run_async(config: DaemonConfig) -> anyhow::Result<()> {
         tracing::info!("DEED_API_TOKEN is not set: /plan and /state answer 403");
     }
 
+    // On PostgreSQL, learn whether this daemon leads before the first
+    // reconcile, so that it does not plan as a standby first.
+    let election = if shared_database {
+        let election = Election::start(&config.state, &id, !config.dry_run, leadership_sender)
+            .context("cannot start the election thread")?;
+        tracing::info!(
+            id = id.as_str(),
+            "several daemons may share this state: competing for its lease as {id}"
+        );
+        let mut first = leadership.clone();
+        let mut stop = shutdown.clone();
+        tokio::select! {
+            _ = tokio::time::timeout(FIRST_ELECTION_LIMIT, first.changed()) => {}
+            _ = stop.wait_for(|stop| *stop) => {}
+        }
+        Some(election)
+    } else {
+        drop(leadership_sender);
+        None
+    };
+
     Loop::new(config, Arc::clone(&shared), shutdown).run().await;
+
+    if let Some(election) = election {
+        // After the loop: no reconcile runs, so the lease can go.
+        let stopping = tokio::task::spawn_blocking(move || election.stop());
+        if tokio::time::timeout(Duration::from_secs(10), stopping)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the lease was not released within 10 s: it expires by itself");
+        }
+    }
 
     shared.cancel.store(true, Ordering::SeqCst);
     match tokio::time::timeout(Duration::from_secs(5), server).await {
@@ -272,6 +325,10 @@ pub(crate) struct Shared {
     store_gate: Mutex<()>,
     /// Set on shutdown: a wait for the state's lock is abandoned.
     cancel: AtomicBool,
+    /// Whether this daemon leads (always, on sled).
+    leadership: channel::Receiver<Leadership>,
+    /// This daemon's name in the lease: host, pid, listen address.
+    id: String,
 }
 
 impl Shared {
@@ -279,6 +336,32 @@ impl Shared {
         self.report
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// This daemon's role now.
+    fn role(&self) -> Role {
+        self.leadership.borrow().current()
+    }
+
+    /// `/status`: the last results, and who leads.
+    fn status_json(&self) -> serde_json::Value {
+        let role = self.role();
+        let mut status = self.report().status_json();
+        let (name, leader, generation) = match &role {
+            Role::Leader { fence, .. } => (
+                "leader",
+                Some(self.id.clone()),
+                fence.as_ref().map(|fence| fence.generation),
+            ),
+            Role::Standby { leader } => ("standby", leader.clone(), None),
+        };
+        if let Some(object) = status.as_object_mut() {
+            object.insert("role".to_string(), json!(name));
+            object.insert("leader".to_string(), json!(leader));
+            object.insert("id".to_string(), json!(self.id));
+            object.insert("lease_generation".to_string(), json!(generation));
+        }
+        status
     }
 
     /// The state as `deed state dump` writes it (blocking).
@@ -360,7 +443,6 @@ impl Report {
             "last_error": self.last_error,
             "time": self.time.map(|time| time.to_string()),
             "revision": self.revision,
-            "role": "leader",
             "dry_run": self.dry_run,
             "errors": self.errors,
             "trigger": self.trigger,
@@ -388,6 +470,7 @@ enum Trigger {
     Retry,
     State,
     Rescan,
+    Leadership,
 }
 
 impl Trigger {
@@ -399,6 +482,7 @@ impl Trigger {
             Trigger::Retry => "retry after backoff",
             Trigger::State => "state changed",
             Trigger::Rescan => "rescan",
+            Trigger::Leadership => "became the leader",
         }
     }
 }
@@ -419,6 +503,8 @@ struct Job {
     dirty: BTreeSet<String>,
     full: bool,
     backoff: Option<Backoff>,
+    /// This daemon's role when the job starts: a standby plans read-only.
+    role: Role,
 }
 
 /// What a job did.
@@ -435,6 +521,8 @@ struct Done {
     parsed_files: usize,
     /// How long reading and building the specs took.
     specs_duration: Duration,
+    /// Planned read-only as a standby.
+    standby: bool,
 }
 
 enum Outcome {
@@ -492,6 +580,15 @@ impl Loop {
     }
 
     async fn run(mut self) {
+        let mut leadership = self.shared.leadership.clone();
+        let (mut leading, mut state_version) = {
+            let seen = leadership.borrow_and_update();
+            (
+                matches!(seen.current(), Role::Leader { .. }),
+                seen.state_version,
+            )
+        };
+        let mut elections_open = true;
         let (sender, mut events) = mpsc::unbounded_channel();
         let mut watcher = start_watching(&self.config.specs, &sender, true);
         let mut next: Option<Trigger> = Some(Trigger::Start);
@@ -506,11 +603,14 @@ impl Loop {
                 break;
             }
             if let Some(trigger) = next.take() {
+                let role = self.shared.role();
+                leading = matches!(role, Role::Leader { .. });
                 let job = Job {
                     trigger,
                     dirty: std::mem::take(&mut dirty),
                     full: std::mem::replace(&mut full, false),
                     backoff: self.backoff.clone(),
+                    role,
                 };
                 let Some(done) = self.run_job(job).await else {
                     break;
@@ -559,6 +659,29 @@ impl Loop {
                 }
                 _ = sleep_until_some(retry_at), if retry_at.is_some() => {
                     next = Some(Trigger::Retry);
+                }
+                changed = leadership.changed(), if elections_open => {
+                    if changed.is_err() {
+                        elections_open = false;
+                        continue;
+                    }
+                    let (now_leading, version) = {
+                        let seen = leadership.borrow_and_update();
+                        (matches!(seen.current(), Role::Leader { .. }), seen.state_version)
+                    };
+                    let moved = version != state_version;
+                    state_version = version;
+                    if now_leading && !leading {
+                        // The standby's failures were a standby's: start over.
+                        self.backoff = None;
+                        full = true;
+                        next = Some(Trigger::Leadership);
+                    } else if moved && (!now_leading || self.backoff.is_some()) {
+                        // Another process wrote the state: a standby's plan
+                        // (or a leader's failed one) is out of date.
+                        next = Some(Trigger::State);
+                    }
+                    leading = now_leading;
                 }
                 _ = state_poll.tick(), if self.backoff.is_some() => {
                     let changed = self
@@ -614,6 +737,7 @@ impl Loop {
                     spec_files: 0,
                     parsed_files: 0,
                     specs_duration: Duration::ZERO,
+                    standby: false,
                 })
             }
         }
@@ -647,7 +771,7 @@ impl Loop {
             );
             return;
         }
-        let dry_run = self.config.dry_run;
+        let dry_run = self.config.dry_run || done.standby;
         let result = done.outcome.result(dry_run);
         let seconds = done.duration.as_secs_f64();
         let duration_ms = (seconds * 1000.0 * 10.0).round() / 10.0;
@@ -705,7 +829,12 @@ impl Loop {
                 report.metrics.set_pending_changes(pending as u64);
                 report.plan = Some(Arc::new(crate::render::json::render_json(&plan)));
                 let summary = &plan.summary;
-                let what = if dry_run {
+                let what = if done.standby && !self.config.dry_run {
+                    format!(
+                        "standby: {} change(s) planned; the leader applies",
+                        plan.changes.len()
+                    )
+                } else if dry_run {
                     format!(
                         "dry run: {} change(s) planned, none applied",
                         plan.changes.len()
@@ -875,6 +1004,11 @@ fn reconcile_job(config: &DaemonConfig, shared: &Shared, caches: &mut Caches, jo
     let specs_duration = started.elapsed();
     let state_before = state_fingerprint(&config.state);
     let now = config.clock.now();
+    let (standby, fence) = match &job.role {
+        Role::Leader { fence, .. } => (false, fence.clone()),
+        Role::Standby { .. } => (true, None),
+    };
+    let dry_run = config.dry_run || standby;
     let done = |outcome: Outcome, revision: Option<String>, state: [u8; 32]| Done {
         trigger: job.trigger,
         outcome,
@@ -886,6 +1020,7 @@ fn reconcile_job(config: &DaemonConfig, shared: &Shared, caches: &mut Caches, jo
         spec_files: loaded.files,
         parsed_files: loaded.parsed,
         specs_duration,
+        standby,
     };
     if let Some(backoff) = &job.backoff {
         if backoff.specs == loaded.fingerprint
@@ -906,7 +1041,7 @@ fn reconcile_job(config: &DaemonConfig, shared: &Shared, caches: &mut Caches, jo
             )
         }
     };
-    let access = if config.dry_run {
+    let access = if dry_run {
         Access::Read
     } else {
         Access::Write { wait: false }
@@ -921,12 +1056,14 @@ fn reconcile_job(config: &DaemonConfig, shared: &Shared, caches: &mut Caches, jo
             Err(OpenError::Cancelled) => Outcome::Abandoned,
             Err(error) => Outcome::Error(error.to_string()),
             Ok(opened) => {
+                // A leader's commit is refused once its lease moved on.
+                opened.set_fence(fence);
                 let store = CachingStore::new(opened.as_ref(), &mut caches.state);
                 let options = ReconcileOptions {
                     revision: revision.clone(),
                     max_removal: config.max_removal,
                     allow_removals: config.allow_removals,
-                    dry_run: config.dry_run,
+                    dry_run,
                     ..ReconcileOptions::new(now)
                 };
                 match reconcile::reconcile(&desired, &store, &options) {

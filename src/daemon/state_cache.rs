@@ -12,7 +12,7 @@
 use std::cell::RefCell;
 
 use crate::model::State;
-use crate::store::{Commit, HistoryEntry, Notification, Store, StoreError};
+use crate::store::{Commit, Fence, HistoryEntry, Notification, Store, StoreError};
 
 /// The state at a history position.
 #[derive(Default)]
@@ -75,5 +75,9 @@ impl Store for CachingStore<'_> {
 
     fn dump(&self, out: &mut dyn std::io::Write) -> Result<(), StoreError> {
         self.inner.dump(out)
+    }
+
+    fn set_fence(&self, fence: Option<Fence>) {
+        self.inner.set_fence(fence)
     }
 }

@@ -71,6 +71,19 @@ pub struct Commit {
     pub notifications: Vec<Notification>,
 }
 
+/// The lease a daemon leads by (contract §5): a store given a fence
+/// refuses every commit once the lease has moved to another generation or
+/// expired ([`StoreError::Fenced`]), checked in the commit's own transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fence {
+    /// The lease's name (one per state).
+    pub lease: String,
+    /// Who holds it: this daemon.
+    pub holder: String,
+    /// The generation this daemon acquired; every takeover increments it.
+    pub generation: i64,
+}
+
 impl Commit {
     pub fn is_empty(&self) -> bool {
         self.objects.is_empty()
@@ -130,6 +143,10 @@ pub enum StoreError {
     /// commit (PostgreSQL); nothing of the commit was written.
     #[error("state {path} changed while this apply ran; nothing was written: run it again")]
     Conflict { path: PathBuf },
+    /// A commit fenced by a daemon's lease after the lease moved on (another
+    /// daemon took over) or expired; nothing of the commit was written.
+    #[error("state {path}: {message}; nothing was written")]
+    Fenced { path: PathBuf, message: String },
     /// A write through a store opened for reading (PostgreSQL readers take
     /// no lock, so they may not write).
     #[error("state {path} was opened for reading: it cannot be changed")]
@@ -169,6 +186,12 @@ pub trait Store {
     fn mark_delivered(&self, ids: &[String]) -> Result<(), StoreError>;
     /// Writes a full-fidelity dump (see [`dump`]).
     fn dump(&self, out: &mut dyn std::io::Write) -> Result<(), StoreError>;
+    /// Fences the following commits by a daemon's lease (`None` lifts the
+    /// fence). Only PostgreSQL, where several daemons share a state, keeps
+    /// it; a sled state has one process at a time, and a dump is read-only.
+    fn set_fence(&self, fence: Option<Fence>) {
+        let _ = fence;
+    }
 }
 
 /// How a command uses the state.

@@ -43,12 +43,16 @@
 //! advisory lock were lost with its connection. The per-object decisions
 //! stay in [`crate::apply::prepare`], made against that loaded state.
 //!
-//! **Leadership (later):** several daemons on one database need a lease
-//! with a generation fence. It fits as migration 2: a table
-//! `deed_leases(name text primary key, holder text, generation bigint,
-//! expires_at timestamptz)`; a commit fenced by generation `g` checks, in the
-//! same transaction that locks `deed_meta`, that the lease row still holds
-//! `g` (`SELECT … FOR SHARE`) and refuses otherwise.
+//! **Leadership** (migration 2): several daemons on one database elect one
+//! leader through the lease row `deed_leases(name, holder, generation,
+//! expires_at)` ([`lease`]): acquired and renewed by single statements
+//! against the database's clock, each takeover incrementing the generation.
+//! A daemon sets its lease as a [`Fence`] on the store; [`Store::commit`]
+//! then reads the lease row `FOR SHARE` in the same transaction that locks
+//! `deed_meta` and refuses ([`StoreError::Fenced`]) when the generation
+//! moved or the lease expired. `FOR SHARE` also makes a takeover wait until
+//! that commit is over, so a commit either sees the new generation or
+//! finishes before the new leader exists.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -62,12 +66,14 @@ use serde::Serialize;
 
 use super::codec::{kind_named, Object};
 use super::dump::{read_dump, DumpWriter, Record};
-use super::{Commit, HistoryEntry, Notification, Store, StoreError};
+use super::{Commit, Fence, HistoryEntry, Notification, Store, StoreError};
 use crate::model::{Invoice, Kind, State};
+
+pub mod lease;
 
 /// The version of the PostgreSQL layout: the number of the last migration.
 /// A database migrated further by a newer deed is refused.
-pub const POSTGRES_SCHEMA_VERSION: u32 = 1;
+pub const POSTGRES_SCHEMA_VERSION: u32 = 2;
 
 /// The first key of deed's advisory locks ("deed" in ASCII); the second is
 /// the hash of the schema, so states in different schemas do not collide.
@@ -90,10 +96,11 @@ struct Migration {
 }
 
 /// Every migration, in order. Append only; never edit one that shipped.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "objects, invoices, history, outbox, meta",
-    sql: r#"
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "objects, invoices, history, outbox, meta",
+        sql: r#"
 CREATE TABLE deed_meta (
     singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     version bigint NOT NULL
@@ -120,7 +127,20 @@ CREATE TABLE deed_outbox (
 );
 CREATE INDEX deed_outbox_undelivered ON deed_outbox (id) WHERE NOT delivered;
 "#,
-}];
+    },
+    Migration {
+        version: 2,
+        name: "leases of daemons",
+        sql: r#"
+CREATE TABLE deed_leases (
+    name text COLLATE "C" PRIMARY KEY,
+    holder text NOT NULL,
+    generation bigint NOT NULL CHECK (generation > 0),
+    expires_at timestamptz NOT NULL
+);
+"#,
+    },
+];
 
 /// The table that records applied migrations.
 const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS deed_schema_migrations (
@@ -141,6 +161,8 @@ struct Inner {
     client: Client,
     /// `deed_meta.version` as this store last loaded, wrote or found it.
     seen_version: i64,
+    /// The lease every commit is fenced by ([`Store::set_fence`]).
+    fence: Option<Fence>,
 }
 
 impl PostgresStore {
@@ -163,6 +185,7 @@ impl PostgresStore {
             inner: Mutex::new(Inner {
                 client,
                 seen_version,
+                fence: None,
             }),
         })
     }
@@ -198,6 +221,7 @@ impl PostgresStore {
             inner: Mutex::new(Inner {
                 client,
                 seen_version: 0,
+                fence: None,
             }),
         }))
     }
@@ -216,6 +240,7 @@ impl PostgresStore {
         let Inner {
             client,
             seen_version,
+            ..
         } = &mut *inner;
         let mut tx = client.transaction().map_err(|e| self.db(&e))?;
         let version = lock_meta(&mut tx, &self.location)?;
@@ -332,6 +357,7 @@ impl Store for PostgresStore {
         let Inner {
             client,
             seen_version,
+            ..
         } = &mut *inner;
         let mut tx = self.snapshot(client)?;
         let version = meta_version(&mut tx, &self.location)?;
@@ -416,9 +442,13 @@ impl Store for PostgresStore {
         let Inner {
             client,
             seen_version,
+            fence,
         } = &mut *inner;
         let mut tx = client.transaction().map_err(|e| self.db(&e))?;
         let version = lock_meta(&mut tx, &self.location)?;
+        if let Some(fence) = fence {
+            check_fence(&mut tx, &self.location, fence)?;
+        }
         if version != *seen_version {
             return Err(self.conflict());
         }
@@ -510,9 +540,13 @@ impl Store for PostgresStore {
         let Inner {
             client,
             seen_version,
+            fence,
         } = &mut *inner;
         let mut tx = client.transaction().map_err(|e| self.db(&e))?;
         let version = lock_meta(&mut tx, &self.location)?;
+        if let Some(fence) = fence {
+            check_fence(&mut tx, &self.location, fence)?;
+        }
         let changed = tx
             .execute(
                 "UPDATE deed_outbox SET delivered = true, \
@@ -606,6 +640,10 @@ impl Store for PostgresStore {
         }
         writer.finish()?;
         tx.commit().map_err(|e| self.db(&e))
+    }
+
+    fn set_fence(&self, fence: Option<Fence>) {
+        self.lock_inner().fence = fence;
     }
 }
 
@@ -830,6 +868,49 @@ fn lock_meta(tx: &mut Transaction<'_>, location: &Path) -> Result<i64, StoreErro
         .query_one("SELECT version FROM deed_meta FOR UPDATE", &[])
         .map_err(|error| db_error(location, &error))?;
     row.try_get(0).map_err(|error| db_error(location, &error))
+}
+
+/// Refuses, inside a commit's transaction, when `fence` no longer holds:
+/// the lease moved to another generation (another daemon took over) or
+/// expired. Reading the lease row `FOR SHARE` makes a takeover wait for
+/// the end of this transaction.
+fn check_fence(tx: &mut Transaction<'_>, location: &Path, fence: &Fence) -> Result<(), StoreError> {
+    let db = |error: ::postgres::Error| db_error(location, &error);
+    let fenced = |message: String| StoreError::Fenced {
+        path: location.to_path_buf(),
+        message,
+    };
+    let row = tx
+        .query_opt(
+            "SELECT holder, generation, expires_at > clock_timestamp() \
+             FROM deed_leases WHERE name = $1 FOR SHARE",
+            &[&fence.lease],
+        )
+        .map_err(db)?;
+    let Some(row) = row else {
+        return Err(fenced(format!(
+            "lease {:?} does not exist: this daemon does not lead",
+            fence.lease
+        )));
+    };
+    let holder: String = row.try_get(0).map_err(db)?;
+    let generation: i64 = row.try_get(1).map_err(db)?;
+    let live: bool = row.try_get(2).map_err(db)?;
+    if generation != fence.generation || holder != fence.holder {
+        return Err(fenced(format!(
+            "lease {:?} moved from generation {} to {generation}, held by {holder}: \
+             another daemon leads now",
+            fence.lease, fence.generation
+        )));
+    }
+    if !live {
+        return Err(fenced(format!(
+            "lease {:?} (generation {generation}) expired before this commit: \
+             this daemon no longer leads",
+            fence.lease
+        )));
+    }
+    Ok(())
 }
 
 fn bump_version(tx: &mut Transaction<'_>, location: &Path) -> Result<i64, StoreError> {

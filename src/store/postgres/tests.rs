@@ -264,7 +264,10 @@ fn a_database_of_a_newer_schema_is_refused_for_reading_and_writing() {
     drop(writer(&database));
     database
         .client()
-        .batch_execute("INSERT INTO deed_schema_migrations (version, name) VALUES (2, 'future')")
+        .execute(
+            "INSERT INTO deed_schema_migrations (version, name) VALUES ($1, 'future')",
+            &[&(POSTGRES_SCHEMA_VERSION as i32 + 1)],
+        )
         .expect("insert");
     for result in [
         PostgresStore::open_for_writing(&database.url, false).map(drop),
@@ -273,7 +276,10 @@ fn a_database_of_a_newer_schema_is_refused_for_reading_and_writing() {
         match result {
             Err(StoreError::NewerSchema {
                 found, supported, ..
-            }) => assert_eq!((found, supported), (2, POSTGRES_SCHEMA_VERSION)),
+            }) => assert_eq!(
+                (found, supported),
+                (POSTGRES_SCHEMA_VERSION + 1, POSTGRES_SCHEMA_VERSION)
+            ),
             other => panic!("expected NewerSchema, got {other:?}"),
         }
     }
@@ -499,4 +505,207 @@ fn a_search_path_in_the_url_keeps_the_state_in_that_schema() {
         .query_one("SELECT count(*) FROM deed_a.deed_objects", &[])
         .expect("count");
     assert!(row.get::<_, i64>(0) > 0);
+}
+
+/// A lease of `holder` on `database`, with a time-to-live of `ttl`.
+fn lease_of(database: &TestDatabase, holder: &str, ttl: std::time::Duration) -> lease::Lease {
+    lease::Lease::new(&database.url, lease::DAEMON_LEASE, holder, ttl)
+}
+
+fn generation(observed: &lease::Observed) -> Option<i64> {
+    match observed.lease {
+        lease::LeaseState::Held { generation, .. } => Some(generation),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_lease_is_held_by_one_process_renewed_by_it_and_taken_over_once_expired() {
+    let database = database!();
+    let short = std::time::Duration::from_millis(800);
+    let mut a = lease_of(&database, "a", short);
+    let mut b = lease_of(&database, "b", short);
+    // The first tick creates deed's tables, as a writer would.
+    let first = a.acquire_or_renew().expect("a acquires");
+    assert_eq!(generation(&first), Some(1));
+    assert_eq!(first.state_version, Some(0));
+    let seen = b.acquire_or_renew().expect("b ticks");
+    assert_eq!(
+        seen.lease,
+        lease::LeaseState::HeldBy {
+            holder: "a".to_string(),
+            generation: 1
+        }
+    );
+    assert!(b.fence().is_none());
+    // Renewals keep the generation and the lease.
+    for _ in 0..3 {
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        assert_eq!(generation(&a.acquire_or_renew().expect("renew")), Some(1));
+        assert!(generation(&b.acquire_or_renew().expect("b ticks")).is_none());
+    }
+    // a stops renewing: once expired, b takes it at the next generation.
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    assert_eq!(
+        generation(&b.acquire_or_renew().expect("b takes over")),
+        Some(2)
+    );
+    // a cannot renew a lease that moved on.
+    let late = a.acquire_or_renew().expect("a ticks");
+    assert_eq!(
+        late.lease,
+        lease::LeaseState::HeldBy {
+            holder: "b".to_string(),
+            generation: 2
+        }
+    );
+    assert!(a.fence().is_none());
+    // A release hands it over at once.
+    b.release().expect("release");
+    assert_eq!(
+        generation(&a.acquire_or_renew().expect("a takes it")),
+        Some(3)
+    );
+    let mut watcher = lease_of(&database, "watcher", short);
+    assert_eq!(
+        watcher.observe().expect("observe").lease,
+        lease::LeaseState::HeldBy {
+            holder: "a".to_string(),
+            generation: 3
+        }
+    );
+}
+
+#[test]
+fn a_commit_fenced_by_a_stale_generation_is_refused_and_writes_nothing() {
+    let database = database!();
+    let long = std::time::Duration::from_secs(60);
+    let mut a = lease_of(&database, "a", long);
+    a.acquire_or_renew().expect("a acquires");
+    let stale = a.fence().expect("a holds the lease");
+    assert_eq!(stale.generation, 1);
+    let store = filled(&database);
+    store.set_fence(Some(stale.clone()));
+    store.load().expect("load");
+    store
+        .commit(Commit {
+            history: vec![entry("while-leading")],
+            ..Commit::default()
+        })
+        .expect("a commit under a live lease goes through");
+
+    // Another daemon takes over (a's lease expired meanwhile).
+    database
+        .client()
+        .batch_execute(
+            "UPDATE deed_leases SET holder = 'b', generation = generation + 1, \
+             expires_at = now() + interval '1 minute'",
+        )
+        .expect("take over");
+    let before = dump_bytes(&store);
+    store.load().expect("load");
+    match store.commit(Commit {
+        history: vec![entry("stale")],
+        ..commit_of(&State::default())
+    }) {
+        Err(error @ StoreError::Fenced { .. }) => {
+            let message = error.to_string();
+            assert!(
+                message.contains("moved from generation 1 to 2, held by b"),
+                "{message}"
+            );
+            assert!(message.contains("nothing was written"), "{message}");
+        }
+        other => panic!("expected Fenced, got {other:?}"),
+    }
+    assert!(matches!(
+        store.mark_delivered(&["n-1".to_string()]),
+        Err(StoreError::Fenced { .. })
+    ));
+    assert_eq!(dump_bytes(&store), before);
+
+    // The current generation commits; an expired one does not.
+    let current = Fence {
+        holder: "b".to_string(),
+        generation: 2,
+        ..stale
+    };
+    store.set_fence(Some(current.clone()));
+    store
+        .commit(Commit {
+            history: vec![entry("new-leader")],
+            ..Commit::default()
+        })
+        .expect("the new leader commits");
+    database
+        .client()
+        .batch_execute("UPDATE deed_leases SET expires_at = now() - interval '1 second'")
+        .expect("expire");
+    match store.commit(Commit {
+        history: vec![entry("expired")],
+        ..Commit::default()
+    }) {
+        Err(error @ StoreError::Fenced { .. }) => {
+            assert!(error.to_string().contains("expired"), "{error}")
+        }
+        other => panic!("expected Fenced, got {other:?}"),
+    }
+    // Without a fence (a plain `deed apply`) the store commits as before.
+    store.set_fence(None);
+    store
+        .commit(Commit {
+            history: vec![entry("unfenced")],
+            ..Commit::default()
+        })
+        .expect("unfenced commit");
+    let objects: Vec<String> = store
+        .history(None)
+        .expect("history")
+        .into_iter()
+        .map(|entry| entry.change.object)
+        .collect();
+    assert_eq!(
+        objects,
+        ["research", "lab", "while-leading", "new-leader", "unfenced"]
+    );
+}
+
+#[test]
+fn a_takeover_waits_for_a_fenced_commit_in_progress() {
+    let database = database!();
+    let mut a = lease_of(&database, "a", std::time::Duration::from_millis(300));
+    a.acquire_or_renew().expect("a acquires");
+    let fence = a.fence().expect("held");
+    drop(writer(&database));
+    // A commit's transaction holds the lease row FOR SHARE, as commit does.
+    let mut client = database.client();
+    let mut tx = client.transaction().expect("begin");
+    let row = tx
+        .query_one(
+            "SELECT generation FROM deed_leases WHERE name = $1 FOR SHARE",
+            &[&fence.lease],
+        )
+        .expect("lock the lease");
+    assert_eq!(row.get::<_, i64>(0), 1);
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let url = database.url.clone();
+    let taker = std::thread::spawn(move || {
+        let mut b = lease::Lease::new(
+            &url,
+            lease::DAEMON_LEASE,
+            "b",
+            std::time::Duration::from_secs(60),
+        );
+        let started = std::time::Instant::now();
+        let observed = b.acquire_or_renew().expect("b ticks");
+        (generation(&observed), started.elapsed())
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    tx.commit().expect("end the commit");
+    let (taken, waited) = taker.join().expect("taker");
+    assert_eq!(taken, Some(2));
+    assert!(
+        waited >= std::time::Duration::from_millis(400),
+        "{waited:?}"
+    );
 }
