@@ -230,21 +230,6 @@ fn plan_command(args: &PlanArgs, config: &Config) -> Result<Outcome> {
     }
 }
 
-/// The git revision of the folder holding the specs, if it is in a repository.
-fn specs_revision(specs: &Path) -> Option<String> {
-    let output = std::process::Command::new("git")
-        .arg("-C")
-        .arg(specs)
-        .args(["rev-parse", "HEAD"])
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()?;
-    if !output.status.success() {
-        return None;
-    }
-    let revision = String::from_utf8(output.stdout).ok()?.trim().to_string();
-    (!revision.is_empty()).then_some(revision)
-}
 
 fn read_plan_file(path: &Path) -> Result<Plan> {
     let size = std::fs::metadata(path)
@@ -283,7 +268,7 @@ fn apply_command(args: &ApplyArgs, config: &Config) -> Result<Outcome> {
         revision: args
             .revision
             .clone()
-            .or_else(|| specs_revision(&config.specs)),
+            .or_else(|| crate::spec::git_revision(&config.specs)),
         max_removal: args.max_removal,
         allow_removals: args.allow_removals,
         ..ReconcileOptions::new(config.now)

@@ -1030,7 +1030,7 @@ fn reconcile_job(config: &DaemonConfig, shared: &Shared, caches: &mut Caches, jo
             return done(Outcome::Skipped, None, state_before);
         }
     }
-    let revision = specs_revision(&config.specs);
+    let revision = crate::spec::git_revision(&config.specs);
     let desired = match &loaded.desired {
         Ok(desired) => Arc::clone(desired),
         Err(diagnostics) => {
@@ -1185,20 +1185,3 @@ fn collect_stamps(path: &Path, relative: &str, depth: usize, out: &mut Vec<Strin
     out.push(format!("{relative} {} {modified} {inode}", metadata.len()));
 }
 
-/// The git revision of the folder holding the specs, if it is in a
-/// repository.
-fn specs_revision(specs: &Path) -> Option<String> {
-    let output = std::process::Command::new("git")
-        .arg("-C")
-        .arg(specs)
-        .args(["rev-parse", "HEAD"])
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()?;
-    if !output.status.success() {
-        return None;
-    }
-    let revision = String::from_utf8(output.stdout).ok()?.trim().to_string();
-    (!revision.is_empty()).then_some(revision)
-}

@@ -33,7 +33,7 @@ pub use fragment::{
 };
 pub use keys::{KeyIndex, Position};
 pub use parse::{ParsedFile, MAX_FLOW_DEPTH};
-pub use read::{is_skipped, is_spec_file, MAX_FILE_BYTES};
+pub use read::{git_revision, is_skipped, is_spec_file, MAX_FILE_BYTES};
 
 /// One spec file: its path relative to the specs directory ('/'-separated)
 /// and its text.

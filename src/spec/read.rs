@@ -206,3 +206,21 @@ fn read_one(path: &Path) -> Result<String, (Option<(usize, usize)>, String)> {
         )
     })
 }
+
+/// The git revision (`HEAD`) of the repository holding the specs folder, if
+/// it is in one: recorded with every applied change.
+pub fn git_revision(specs_dir: &Path) -> Option<String> {
+    let output = std::process::Command::new("git")
+        .arg("-C")
+        .arg(specs_dir)
+        .args(["rev-parse", "HEAD"])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    if !output.status.success() {
+        return None;
+    }
+    let revision = String::from_utf8(output.stdout).ok()?.trim().to_string();
+    (!revision.is_empty()).then_some(revision)
+}

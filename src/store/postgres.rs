@@ -764,6 +764,20 @@ fn connect(url: &str, location: &Path) -> Result<Client, StoreError> {
     })
 }
 
+impl Drop for PostgresStore {
+    /// Releases the writer's lock explicitly: the server frees a session's
+    /// locks only when it has processed the disconnect, which can come after
+    /// the next `deed` command has already asked for the lock.
+    fn drop(&mut self) {
+        if !self.writable {
+            return;
+        }
+        if let Ok(inner) = self.inner.get_mut() {
+            let _ = inner.client.batch_execute("SELECT pg_advisory_unlock_all()");
+        }
+    }
+}
+
 /// Takes the writer's advisory lock for the session.
 fn take_lock(client: &mut Client, location: &Path, wait: bool) -> Result<(), StoreError> {
     loop {
