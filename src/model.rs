@@ -359,9 +359,9 @@ impl FromStr for Duration {
 impl fmt::Display for Duration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let seconds = self.seconds;
-        if seconds != 0 && seconds % 3600 == 0 {
+        if seconds != 0 && seconds.is_multiple_of(3600) {
             write!(f, "{}h", seconds / 3600)
-        } else if seconds != 0 && seconds % 60 == 0 {
+        } else if seconds != 0 && seconds.is_multiple_of(60) {
             write!(f, "{}m", seconds / 60)
         } else {
             write!(f, "{seconds}s")

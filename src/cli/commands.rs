@@ -230,7 +230,6 @@ fn plan_command(args: &PlanArgs, config: &Config) -> Result<Outcome> {
     }
 }
 
-
 fn read_plan_file(path: &Path) -> Result<Plan> {
     let size = std::fs::metadata(path)
         .with_context(|| format!("cannot read plan {}", path.display()))?

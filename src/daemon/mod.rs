@@ -1184,4 +1184,3 @@ fn collect_stamps(path: &Path, relative: &str, depth: usize, out: &mut Vec<Strin
     let inode = 0;
     out.push(format!("{relative} {} {modified} {inode}", metadata.len()));
 }
-

@@ -719,9 +719,9 @@ impl<'a> Builder<'a> {
             (false, true) => Err(format!(
                 "{a} does not list {b} in connections (only {b} consents); add {b} to the connections of {a}"
             )),
-            (false, false) => Err(format!(
+            (false, false) => Err(
                 "the accounts are not connected (neither is the other's hub, they share no hub, and neither lists the other in connections); list each in the other's connections"
-            )),
+            .to_string()),
         }
     }
 

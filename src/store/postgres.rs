@@ -773,7 +773,9 @@ impl Drop for PostgresStore {
             return;
         }
         if let Ok(inner) = self.inner.get_mut() {
-            let _ = inner.client.batch_execute("SELECT pg_advisory_unlock_all()");
+            let _ = inner
+                .client
+                .batch_execute("SELECT pg_advisory_unlock_all()");
         }
     }
 }
