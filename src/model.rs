@@ -604,6 +604,48 @@ pub fn to_fields<T: Serialize>(object: &T) -> Fields {
     }
 }
 
+/// Objects that list the fields changed between two versions of them
+/// without serializing the whole object (a plan of a million transfers
+/// compares a million assets).
+pub trait ObjectFields: Serialize + PartialEq {
+    /// The fields that differ, as (before: `self`'s values, after: `other`'s).
+    fn changed_fields(&self, other: &Self) -> (Fields, Fields);
+}
+
+/// Implements [`ObjectFields`]; the destructuring without `..` makes the
+/// build fail when a struct gains a field that is not listed here.
+macro_rules! object_fields {
+    ($($type:ident { $($field:ident),* })*) => {$(
+        impl ObjectFields for $type {
+            fn changed_fields(&self, other: &Self) -> (Fields, Fields) {
+                let $type { $($field),* } = self;
+                let mut before = Fields::new();
+                let mut after = Fields::new();
+                $(
+                    if *$field != other.$field {
+                        let name = stringify!($field).to_string();
+                        before.insert(name.clone(), serde_json::to_value($field).unwrap_or_default());
+                        after.insert(name, serde_json::to_value(&other.$field).unwrap_or_default());
+                    }
+                )*
+                (before, after)
+            }
+        }
+    )*};
+}
+
+object_fields! {
+    Account { owner, domains, hub, connections, credits, merged_into, invite_ttl, successor }
+    User { account, role, name, status, invitation_expires }
+    Group { account, name }
+    Membership { account, group, user, role }
+    Organization { account }
+    Product { organization, name, access }
+    License { account, product, assignee, expires }
+    Asset { account, owner, creator, folder, versions, tags }
+    Grant { account, asset, user, level }
+}
+
 impl State {
     /// The fields of object `id` of `kind`, if it exists.
     pub fn fields(&self, kind: Kind, id: &str) -> Option<Fields> {

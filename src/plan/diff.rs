@@ -3,13 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
-
 use super::target::{self, Target};
 use super::{Action, Change, Plan};
 use crate::desired::Desired;
 use crate::diagnostic::Diagnostic;
-use crate::model::{to_fields, Fields, Kind, State, Timestamp};
+use crate::model::{to_fields, Fields, Kind, ObjectFields, State, Timestamp};
 
 /// What planning needs besides the specs and the state.
 #[derive(Clone, Debug)]
@@ -88,7 +86,7 @@ struct Differ<'a, 's> {
 }
 
 impl Differ<'_, '_> {
-    fn kind<T: Serialize + PartialEq>(
+    fn kind<T: ObjectFields>(
         &mut self,
         kind: Kind,
         current: &BTreeMap<String, T>,
@@ -98,7 +96,8 @@ impl Differ<'_, '_> {
             match current.get(id) {
                 None => self.push(kind, id, None, Some(to_fields(object))),
                 Some(existing) if existing != object => {
-                    self.push(kind, id, Some(to_fields(existing)), Some(to_fields(object)))
+                    let (before, after) = existing.changed_fields(object);
+                    self.push(kind, id, Some(before), Some(after))
                 }
                 Some(_) => {}
             }
@@ -114,50 +113,35 @@ impl Differ<'_, '_> {
         for (id, asset) in &self.target.assets.overlay {
             match self.state.assets.get(id) {
                 None => self.push(Kind::Asset, id, None, Some(to_fields(asset))),
-                Some(existing) if existing != asset => self.push(
-                    Kind::Asset,
-                    id,
-                    Some(to_fields(existing)),
-                    Some(to_fields(asset)),
-                ),
+                Some(existing) if existing != asset => {
+                    let (before, after) = existing.changed_fields(asset);
+                    self.push(Kind::Asset, id, Some(before), Some(after))
+                }
                 Some(_) => {}
             }
         }
     }
 
-    /// Records one change from the full fields before and after.
+    /// Records one change: a create (only `after`), a remove (only
+    /// `before`, the full fields), or an update or transfer (the changed
+    /// fields on both sides).
     fn push(&mut self, kind: Kind, id: &str, before: Option<Fields>, after: Option<Fields>) {
         let (action, before, after) = match (before, after) {
             (None, Some(after)) => (Action::Create, None, Some(after)),
             (Some(before), None) => (Action::Remove, Some(before), None),
             (Some(before), Some(after)) => {
-                let changed: Vec<&String> = after
-                    .keys()
-                    .filter(|key| before.get(*key) != after.get(*key))
-                    .collect();
-                if changed.is_empty() {
+                if after.is_empty() {
                     return;
                 }
-                let is_transfer = changed
-                    .iter()
+                let is_transfer = after
+                    .keys()
                     .any(|key| transfer_fields(kind).contains(&key.as_str()));
-                let pick = |fields: &Fields| -> Fields {
-                    changed
-                        .iter()
-                        .map(|key| {
-                            (
-                                (*key).clone(),
-                                fields.get(*key).cloned().unwrap_or_default(),
-                            )
-                        })
-                        .collect()
-                };
                 let action = if is_transfer {
                     Action::Transfer
                 } else {
                     Action::Update
                 };
-                (action, Some(pick(&before)), Some(pick(&after)))
+                (action, Some(before), Some(after))
             }
             (None, None) => return,
         };
