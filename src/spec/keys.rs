@@ -288,9 +288,10 @@ fn split_key(rest: &str) -> Option<(String, &str)> {
             loop {
                 let byte = *bytes.get(at)?;
                 if quote == b'"' && byte == b'\\' {
-                    let next = *bytes.get(at + 1)?;
-                    key.push(next as char);
-                    at += 2;
+                    // The escaped character may be more than one byte long.
+                    let next = rest.get(at + 1..)?.chars().next()?;
+                    key.push(next);
+                    at += 1 + next.len_utf8();
                     continue;
                 }
                 if byte == quote {

@@ -42,6 +42,17 @@ pub(crate) fn parse(file: &SourceFile) -> ParsedFile {
         }
     };
 
+    if let Some((line, column)) = first_alias(&file.text) {
+        parsed.diagnostics.push(Diagnostic::at(
+            &file.path,
+            line,
+            column,
+            "YAML anchors and aliases (&name, *name) are not accepted in specs: write the value out (quote it if it starts with & or *)",
+        ));
+        broken_from(&mut parsed, 0);
+        return parsed;
+    }
+
     if let Some((line, column)) = too_deep(&file.text) {
         parsed.diagnostics.push(Diagnostic::at(
             &file.path,
@@ -148,6 +159,61 @@ fn duplicate_field(message: &str) -> Option<(&str, &str)> {
     };
     let field = &rest[..rest.find('`')?];
     Some((prefix, field))
+}
+
+/// The line and column of the first YAML anchor (`&name`) or alias
+/// (`*name`): a node that starts with `&` or `*`. Specs never need them, and
+/// refusing them up front is what keeps alias bombs (and aliases to missing
+/// anchors, which the YAML library does not survive) out, in one linear pass.
+/// Quoted text and comments are skipped; a block scalar line that starts
+/// with `&` or `*` is refused too (quote it).
+fn first_alias(text: &str) -> Option<(usize, usize)> {
+    let bytes = text.as_bytes();
+    let mut line = 1;
+    let mut line_start = 0;
+    let mut at = 0;
+    // Whether the next non-blank character starts a node.
+    let mut node_start = true;
+    while at < bytes.len() {
+        let byte = bytes[at];
+        match byte {
+            b'\n' => {
+                line += 1;
+                line_start = at + 1;
+                node_start = true;
+            }
+            b' ' | b'\t' | b'\r' => {}
+            b'#' if at == line_start || matches!(bytes[at - 1], b' ' | b'\t') => {
+                while at < bytes.len() && bytes[at] != b'\n' {
+                    at += 1;
+                }
+                continue;
+            }
+            b'&' | b'*' if node_start => return Some((line, at - line_start + 1)),
+            b'"' | b'\'' if node_start => {
+                at += 1;
+                while at < bytes.len() && bytes[at] != byte {
+                    if bytes[at] == b'\\' && byte == b'"' {
+                        at += 1;
+                    } else if bytes[at] == b'\n' {
+                        line += 1;
+                        line_start = at + 1;
+                    }
+                    at += 1;
+                }
+                node_start = false;
+            }
+            b'[' | b'{' | b',' => node_start = true,
+            b':' | b'-' | b'?'
+                if matches!(bytes.get(at + 1), None | Some(b' ' | b'\t' | b'\n' | b'\r')) =>
+            {
+                node_start = true
+            }
+            _ => node_start = false,
+        }
+        at += 1;
+    }
+    None
 }
 
 /// The line and column where `[`/`{` nesting first exceeds the limit.

@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# The scale benchmark of deed (issue 6): generates a workload, measures the
+# floors and deed's commands on it in one run, and prints a table of ratios.
+#
+#   benches/scale.sh [SCALE ...]        SCALE: XS | S | M | L   (default: M)
+#   benches/scale.sh M L                also prints the growth from M to L
+#
+# Needs only cargo (and GNU time at /usr/bin/time for peak RSS; without it
+# RSS is reported as n/a). Environment:
+#   BENCH_DIR   where workloads, states and results go (default target/bench)
+#   BENCH_KEEP  1: keep the workloads and states afterwards (default: removed)
+#   BENCH_SKIP_DUMP  1: skip the dump/restore round trip
+# Results: BENCH_DIR/results-SCALE.md (the table) and results-SCALE.tsv.
+#
+# Every deed time is wall time of the real binary measured from outside
+# (process start-up included); each floor is a process of
+# examples/floors.rs timed the same way on the same data:
+#   parse floor    serde_yaml of every document into deed's Fragment, 1 thread
+#   scan floor     open a copy of the state with sled, iterate objects+invoices
+#   rewrite floor  open a copy of the state, rewrite N asset values in sled
+#                  batches of 10,000, flush
+# Benchmarks are not timed tests: CI runs `benches/scale.sh XS` only to keep
+# this script working; the targets are checked by reading the table.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+WORK=${BENCH_DIR:-$ROOT/target/bench}
+SCALES=("$@")
+[ ${#SCALES[@]} -eq 0 ] && SCALES=(M)
+for scale in "${SCALES[@]}"; do
+  case $scale in XS|S|M|L) ;; *) echo "unknown scale $scale (XS|S|M|L)" >&2; exit 2 ;; esac
+done
+
+(cd "$ROOT" && cargo build --release --quiet --bin deed --example generate --example floors)
+DEED=$ROOT/target/release/deed
+GEN=$ROOT/target/release/examples/generate
+FLOORS=$ROOT/target/release/examples/floors
+TIME=/usr/bin/time
+if ! "$TIME" -f %M true >/dev/null 2>&1; then
+  echo "note: GNU time not found at /usr/bin/time (apt-get install time): peak RSS is n/a" >&2
+  TIME=""
+fi
+# A fixed clock: invitations issued at setup do not expire during the run.
+export DEED_NOW=2026-11-23T12:00:00Z NO_COLOR=1
+unset DEED_SPECS DEED_STATE DEED_LOG
+mkdir -p "$WORK"
+
+# measure NAME CMD...: runs CMD, sets SECS (wall) and RSS_MB (peak), keeps
+# its stdout in $DIR/NAME.out; a failure stops the benchmark.
+measure() {
+  local name=$1; shift
+  # `deed SPECS STATE ARGS...` is the deed binary on folders of $DIR.
+  [ "$1" = deed ] && set -- "$DEED" --specs "$DIR/$2" --state "$DIR/$3" "${@:4}"
+  local t0 t1
+  t0=$(date +%s%N)
+  if [ -n "$TIME" ]; then
+    if ! "$TIME" -f %M -o "$DIR/$name.rss" "$@" >"$DIR/$name.out" 2>"$DIR/$name.err"; then
+      echo "FAILED: $name: $*" >&2; tail -20 "$DIR/$name.err" >&2; exit 1
+    fi
+    RSS_MB=$(awk 'END { printf "%.0f", $1 / 1024 }' "$DIR/$name.rss")
+  else
+    if ! "$@" >"$DIR/$name.out" 2>"$DIR/$name.err"; then
+      echo "FAILED: $name: $*" >&2; tail -20 "$DIR/$name.err" >&2; exit 1
+    fi
+    RSS_MB=n/a
+  fi
+  t1=$(date +%s%N)
+  SECS=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
+  printf '  %-22s %9s s %7s MB\n' "$name" "$SECS" "$RSS_MB" >&2
+  printf '%s\t%s\t%s\n' "$name" "$SECS" "$RSS_MB" >>"$DIR/times.tsv"
+}
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+add() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a + b }'; }
+verdict() { awk -v r="$1" -v t="$2" 'BEGIN { if (r == "n/a") print "n/a"; else if (r + 0 <= t + 0) print "met"; else print "MISSED" }'; }
+deed() { "$DEED" --specs "$DIR/$1" --state "$DIR/$2" "${@:3}"; }
+get() { awk -F'\t' -v n="$2" '$1 == n { v = $'"$3"' } END { print v }' "$1"; }
+
+run_scale() {
+  local scale=$1
+  DIR=$WORK/$scale
+  rm -rf "$DIR"; mkdir -p "$DIR"; : >"$DIR/times.tsv"
+  echo "== scale $scale: generating into $DIR" >&2
+  "$GEN" --scale "$scale" --out "$DIR" >"$DIR/workload.out"
+  local spec_mb
+  spec_mb=$(du -sb "$DIR/specs" | awk '{ printf "%.1f", $1 / 1e6 }')
+
+  echo "== scale $scale: setting up the state" >&2
+  measure setup-apply deed specs state apply
+  measure inventory-import deed specs state inventory import "$DIR/inventory.jsonl"
+  measure converge-apply deed specs state apply
+
+  echo "== scale $scale: measuring" >&2
+  measure parse-floor "$FLOORS" parse "$DIR/specs"; local t_parse=$SECS
+  measure validate deed specs state validate; local t_validate=$SECS
+  cp -r "$DIR/state" "$DIR/floor-scan"
+  measure scan-floor "$FLOORS" scan "$DIR/floor-scan"; local t_scan=$SECS
+  rm -rf "$DIR/floor-scan"
+  measure plan-unchanged deed specs state plan; local t_plan=$SECS
+  grep -q "No changes" "$DIR/plan-unchanged.out" || { echo "plan after apply is not empty" >&2; exit 1; }
+
+  # The reassign benchmark, on a copy of the converged state.
+  mkdir -p "$DIR/specs-reassign"
+  cp -r "$DIR/specs/." "$DIR/specs-reassign/"
+  cp "$DIR/reassign.yaml" "$DIR/specs-reassign/zz-reassign.yaml"
+  cp -r "$DIR/state" "$DIR/state-reassign"
+  cp -r "$DIR/state" "$DIR/floor-rewrite"
+  measure reassign-plan deed specs-reassign state-reassign plan; local t_rplan=$SECS rss_rplan=$RSS_MB
+  local transfers
+  transfers=$(sed -n 's/^Plan: .* \([0-9][0-9]*\) to transfer.*/\1/p' "$DIR/reassign-plan.out")
+  measure reassign-apply deed specs-reassign state-reassign apply; local t_rapply=$SECS rss_rapply=$RSS_MB
+  measure rewrite-floor "$FLOORS" rewrite "$DIR/floor-rewrite" "$transfers"; local t_rewrite=$SECS
+  rm -rf "$DIR/floor-rewrite"
+  deed specs-reassign state-reassign plan >"$DIR/reassign-replan.out" 2>&1 || true
+  grep -q "No changes" "$DIR/reassign-replan.out" || { echo "plan after the reassign apply is not empty" >&2; exit 1; }
+  measure state-check deed specs-reassign state-reassign state check
+
+  # dump / restore of the whole state (issue 6, item 6).
+  local dump_row=""
+  if [ "${BENCH_SKIP_DUMP:-0}" != 1 ]; then
+    measure state-dump deed specs-reassign state-reassign state dump "$DIR/dump.jsonl"; local t_dump=$SECS
+    measure state-restore deed specs-reassign state-restored state restore "$DIR/dump.jsonl"; local t_restore=$SECS
+    deed specs-reassign state-restored state dump "$DIR/dump2.jsonl" >/dev/null 2>&1
+    local same=differs
+    cmp -s "$DIR/dump.jsonl" "$DIR/dump2.jsonl" && same=identical
+    dump_row="| state dump + restore (item 6) | ${t_dump} s + ${t_restore} s, $(du -m "$DIR/dump.jsonl" | cut -f1) MB dump, re-dump $same | | |"
+    rm -rf "$DIR/state-restored" "$DIR/dump2.jsonl"
+  fi
+
+  local floor_plan r_validate r_plan r_apply rss_peak
+  floor_plan=$(add "$t_parse" "$t_scan")
+  r_validate=$(ratio "$t_validate" "$t_parse")
+  r_plan=$(ratio "$t_plan" "$floor_plan")
+  r_apply=$(ratio "$t_rapply" "$t_rewrite")
+  rss_peak=$(printf '%s\n%s\n' "$rss_rplan" "$rss_rapply" | sort -n | tail -1)
+  local rss_verdict=n/a
+  [ "$rss_peak" != n/a ] && rss_verdict=$(verdict "$rss_peak" 1024)
+  {
+    echo "### Scale $scale ($(head -c 300 "$DIR/workload.out" | tr -d '{}"' | sed 's/, /, /g'))"
+    echo
+    echo "Spec files: ${spec_mb} MB. Objects in the state: $(sed -n 's/.*items=\([0-9]*\).*/\1/p' "$DIR/scan-floor.out") records (objects + invoices)."
+    echo
+    echo "| measure | deed | floor | ratio | target | |"
+    echo "| --- | --- | --- | --- | --- | --- |"
+    echo "| validate vs parse floor | ${t_validate} s | ${t_parse} s | ${r_validate}× | ≤ 0.75× | $(verdict "$r_validate" 0.75) |"
+    echo "| plan, no changes vs parse + scan floor | ${t_plan} s | ${t_parse} + ${t_scan} s | ${r_plan}× | ≤ 1.0× | $(verdict "$r_plan" 1.0) |"
+    echo "| apply of reassign (${transfers} transfers, plans too) vs rewrite floor | ${t_rapply} s | ${t_rewrite} s | ${r_apply}× | ≤ 1.5× | $(verdict "$r_apply" 1.5) |"
+    echo "| peak RSS of reassign plan / apply | ${rss_rplan} / ${rss_rapply} MB | | | ≤ 1024 MB | ${rss_verdict} |"
+    echo "| reassign plan alone (for reference) | ${t_rplan} s | | | | |"
+    echo "| daemon: one file of 1,000 edited → new plan | TODO: not measured yet (daemon in progress) | | | ≤ 150 ms | TODO |"
+    echo
+    echo "Setup (for reference): first apply $(get "$DIR/times.tsv" setup-apply 2) s / $(get "$DIR/times.tsv" setup-apply 3) MB,"
+    echo "inventory import $(get "$DIR/times.tsv" inventory-import 2) s / $(get "$DIR/times.tsv" inventory-import 3) MB,"
+    echo "converging apply $(get "$DIR/times.tsv" converge-apply 2) s, state check after reassign $(get "$DIR/times.tsv" state-check 2) s."
+    [ -n "$dump_row" ] && { echo; echo "| round trip | result | | |"; echo "| --- | --- | --- | --- |"; echo "$dump_row"; }
+    echo
+  } >"$DIR/results.md"
+  printf 'validate\t%s\nplan\t%s\nreassign\t%s\n' "$t_validate" "$t_plan" "$t_rapply" >"$WORK/results-$scale.tsv"
+  cp "$DIR/results.md" "$WORK/results-$scale.md"
+  cat "$DIR/results.md"
+  if [ "${BENCH_KEEP:-0}" != 1 ]; then
+    rm -rf "$DIR"
+  fi
+}
+
+for scale in "${SCALES[@]}"; do
+  run_scale "$scale"
+done
+
+# Growth from M to L, when both ran in this invocation.
+if printf '%s\n' "${SCALES[@]}" | grep -qx M && printf '%s\n' "${SCALES[@]}" | grep -qx L; then
+  {
+    echo "### Growth from M to L (10× the data; target ≤ 11×)"
+    echo
+    echo "| measure | M | L | growth | |"
+    echo "| --- | --- | --- | --- | --- |"
+    for m in validate plan reassign; do
+      a=$(get "$WORK/results-M.tsv" $m 2); b=$(get "$WORK/results-L.tsv" $m 2); r=$(ratio "$b" "$a")
+      echo "| $m | $a s | $b s | ${r}× | $(verdict "$r" 11) |"
+    done
+    echo
+  } | tee "$WORK/results-growth.md"
+fi
