@@ -95,9 +95,9 @@ pub(crate) fn parse(file: &SourceFile) -> ParsedFile {
                 let index = segment
                     .map(|segment| keys::index(&lines, segment))
                     .unwrap_or_default();
-                parsed
-                    .diagnostics
-                    .push(diagnostic_of(&file.path, &error, &index, segment));
+                parsed.diagnostics.push(diagnostic_of(
+                    &file.path, &file.text, &error, &index, segment,
+                ));
                 parsed
                     .broken
                     .push(segment.and_then(|segment| keys::scan_account(&lines, segment)));
@@ -110,6 +110,7 @@ pub(crate) fn parse(file: &SourceFile) -> ParsedFile {
 /// A serde_yaml error as a diagnostic at the file line and column it names.
 fn diagnostic_of(
     path: &str,
+    text: &str,
     error: &serde_yaml::Error,
     index: &KeyIndex,
     segment: Option<&Segment>,
@@ -125,6 +126,15 @@ fn diagnostic_of(
         }
         None => (segment.map(|segment| segment.start + 1).unwrap_or(1), 1),
     };
+    // Some scanner errors give a byte offset ("at position N") instead of a
+    // line and column: turn it into one.
+    if let Some((at, offset)) = byte_position(&message) {
+        if let Some((offset_line, offset_column)) = line_and_column(text, offset) {
+            line = offset_line;
+            column = offset_column;
+            message.truncate(at);
+        }
+    }
     if message.ends_with("recursion limit exceeded") {
         message = "nesting is too deep (over 128 levels): refusing this document".to_string();
     } else if message.ends_with("repetition limit exceeded") {
@@ -159,6 +169,22 @@ fn duplicate_field(message: &str) -> Option<(&str, &str)> {
     };
     let field = &rest[..rest.find('`')?];
     Some((prefix, field))
+}
+
+/// `(where " at position " starts, N)` for a message ending in
+/// `at position N`.
+fn byte_position(message: &str) -> Option<(usize, usize)> {
+    let at = message.rfind(" at position ")?;
+    let number = message[at + " at position ".len()..].trim();
+    Some((at, number.parse().ok()?))
+}
+
+/// The 1-based line and column (in characters) of byte `offset` of `text`.
+fn line_and_column(text: &str, offset: usize) -> Option<(usize, usize)> {
+    let before = text.get(..offset)?;
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |at| at + 1);
+    Some((line, before[line_start..].chars().count() + 1))
 }
 
 /// The line and column of the first YAML anchor (`&name`) or alias
