@@ -87,13 +87,13 @@ fn open(config: &Config, access: Access) -> Result<Box<dyn Store>> {
 fn validate(config: &Config) -> Result<Outcome> {
     let desired = load_specs(config)?;
     println!(
-        "The specs are valid: {} accounts, {} users, {} groups, {} organizations, {} products, {} licenses.",
-        desired.accounts.len(),
-        desired.users.len(),
-        desired.groups.len(),
-        desired.organizations.len(),
-        desired.products.len(),
-        desired.licenses.len()
+        "The specs are valid: {}, {}, {}, {}, {}, {}.",
+        plural(desired.accounts.len(), "account"),
+        plural(desired.users.len(), "user"),
+        plural(desired.groups.len(), "group"),
+        plural(desired.organizations.len(), "organization"),
+        plural(desired.products.len(), "product"),
+        plural(desired.licenses.len(), "license")
     );
     Ok(Outcome::Success)
 }

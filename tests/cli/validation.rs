@@ -435,7 +435,7 @@ fn documents_and_fragments_of_one_account_merge_across_files() {
     let run = workspace.deed(&["validate"]).ok();
     assert_eq!(
         run.stdout.trim(),
-        "The specs are valid: 2 accounts, 3 users, 1 groups, 0 organizations, 0 products, 0 licenses.",
+        "The specs are valid: 2 accounts, 3 users, 1 group, 0 organizations, 0 products, 0 licenses.",
         "{run}"
     );
     workspace.apply();
