@@ -24,7 +24,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-WORK=${BENCH_DIR:-$ROOT/target/bench}
+WORK=${BENCH_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/bench}
 SCALES=("$@")
 [ ${#SCALES[@]} -eq 0 ] && SCALES=(M)
 for scale in "${SCALES[@]}"; do
@@ -32,9 +32,10 @@ for scale in "${SCALES[@]}"; do
 done
 
 (cd "$ROOT" && cargo build --release --quiet --bin deed --example generate --example floors)
-DEED=$ROOT/target/release/deed
-GEN=$ROOT/target/release/examples/generate
-FLOORS=$ROOT/target/release/examples/floors
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+DEED=$TARGET/release/deed
+GEN=$TARGET/release/examples/generate
+FLOORS=$TARGET/release/examples/floors
 TIME=/usr/bin/time
 if ! "$TIME" -f %M true >/dev/null 2>&1; then
   echo "note: GNU time not found at /usr/bin/time (apt-get install time): peak RSS is n/a" >&2
