@@ -569,7 +569,9 @@ fn an_alias_bomb_is_refused_quickly() {
     let errors = within_a_second(&text);
     assert_eq!(errors.len(), 1);
     assert!(
-        errors[0].starts_with("h.yaml:3:5: YAML anchors and aliases (&name, *name) are not accepted in specs"),
+        errors[0].starts_with(
+            "h.yaml:3:5: YAML anchors and aliases (&name, *name) are not accepted in specs"
+        ),
         "{errors:?}"
     );
 
@@ -578,7 +580,10 @@ fn an_alias_bomb_is_refused_quickly() {
         "account: acme\ndomains: &b [&c [&d [a.com, a.com], *d], *c]\nconnections: [*b, *b, *b]\n";
     let errors = within_a_second(bomb);
     assert_eq!(errors.len(), 1, "{errors:?}");
-    assert!(errors[0].starts_with("h.yaml:2:10: YAML anchors and aliases"), "{errors:?}");
+    assert!(
+        errors[0].starts_with("h.yaml:2:10: YAML anchors and aliases"),
+        "{errors:?}"
+    );
 }
 
 #[test]

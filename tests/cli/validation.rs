@@ -341,7 +341,11 @@ fn an_alias_bomb_is_refused_within_a_second() {
             vec![previous.as_str(); 10].join(", ")
         ));
     }
-    check_refused_within_a_second(&[("bomb.yaml", &bomb)], "bomb.yaml:5:5", "anchors and aliases");
+    check_refused_within_a_second(
+        &[("bomb.yaml", &bomb)],
+        "bomb.yaml:5:5",
+        "anchors and aliases",
+    );
     // The same bomb where a list is expected.
     let mut bomb = String::from("account: acme\nusers:\n  alice@acme.com: {role: owner}\n");
     bomb.push_str("domains: &a0 [&a1 [&a2 [&a3 [a.com, a.com], *a3], *a2], *a1]\nconnections: [*a0, *a0, *a0, *a0, *a0, *a0, *a0, *a0]\n");
