@@ -12,33 +12,32 @@ use deed::store::postgres::testing::{self, TestDatabase};
 
 use super::util::{deed_binary, Workspace, BACKEND_VARIABLE, NOW, NO_CHANGES};
 
-/// Tests of the other modules that must behave the same on PostgreSQL:
-/// apply/plan convergence, saved plans and their conflicts, dump and
-/// restore, inventory import, invitations, history, outbox, state check.
-const CORE_FLOWS: &[&str] = &[
-    "cli::apply::after_apply_the_plan_shows_no_changes",
-    "cli::apply::a_second_apply_changes_nothing_and_does_not_grow_the_history",
-    "cli::apply::changing_a_license_assignee_is_a_transfer_that_keeps_its_term",
-    "cli::apply::removing_a_user_passes_their_pinned_asset_to_the_owner",
-    "cli::apply::a_user_moves_between_connected_accounts_and_keeps_read_access_to_a_folder",
-    "cli::plan::a_saved_plan_is_applied_exactly_and_a_second_time_changes_nothing",
-    "cli::plan::a_saved_plan_whose_objects_changed_meanwhile_is_a_conflict_and_writes_nothing",
-    "cli::plan::an_ownership_transfer_to_an_invited_user_is_pending_until_the_invitation_is_accepted",
-    "cli::plan::the_removal_guard_refuses_a_plan_removing_over_a_quarter_of_the_users",
-    "cli::pull_requests::a_drifted_object_is_a_conflict_listed_by_id_and_nothing_is_written",
-    "cli::state::state_show_prints_an_object_with_the_names_of_the_specs",
-    "cli::state::exported_specs_plan_no_changes_against_the_state",
-    "cli::state::a_dump_restored_into_an_empty_state_shows_and_dumps_the_same",
-    "cli::state::restoring_into_a_state_that_is_not_empty_is_refused",
-    "cli::state::the_filled_state_passes_the_check",
-    "cli::state::state_check_finds_an_account_with_two_owners",
-    "cli::inventory::json_lines_import_assets_invoices_and_credits",
-    "cli::inventory::a_bad_record_is_reported_with_its_line_and_nothing_is_imported",
-    "cli::inventory::reassign_rules_catch_imported_assets_on_the_next_plan",
-    "cli::commands::accepting_an_invitation_makes_the_user_active",
-    "cli::commands::history_lists_applied_changes_with_actor_and_revision",
-    "cli::commands::outbox_drain_prints_notifications_as_json_lines_once",
+/// The modules of the core suite, re-run whole with the state in
+/// PostgreSQL: everything a user does through the command line must behave
+/// the same on both backends.
+const CORE_MODULES: &[&str] = &[
+    "cli::validation::",
+    "cli::plan::",
+    "cli::apply::",
+    "cli::state::",
+    "cli::inventory::",
+    "cli::commands::",
+    "cli::pull_requests::",
+    "cli::flows::",
+    "cli::examples::",
+    "cli::properties::",
 ];
+
+/// Tests of those modules that are about sled itself (they write sled's
+/// keys directly), with the reason.
+const SLED_ONLY: &[&str] = &[
+    // Writes sled's schema-version key; PostgreSQL's own newer-schema refusal
+    // is tested in src/store/postgres/tests.rs.
+    "cli::apply::a_state_of_a_newer_schema_is_refused_naming_both_versions",
+];
+
+/// Fewer tests than this means a filter matched nothing (a module renamed).
+const AT_LEAST: usize = 120;
 
 #[test]
 fn the_core_flows_behave_the_same_with_the_state_in_postgresql() {
@@ -48,10 +47,14 @@ fn the_core_flows_behave_the_same_with_the_state_in_postgresql() {
     if std::env::var(BACKEND_VARIABLE).as_deref() == Ok("postgres") {
         return; // Already the PostgreSQL run: do not recurse.
     }
-    // This test binary again, running exactly those tests.
-    let output = Command::new(std::env::current_exe().expect("test binary"))
-        .args(CORE_FLOWS)
-        .args(["--exact", "--test-threads=4"])
+    // This test binary again, running those modules.
+    let mut command = Command::new(std::env::current_exe().expect("test binary"));
+    command.args(CORE_MODULES);
+    for test in SLED_ONLY {
+        command.args(["--skip", test]);
+    }
+    let output = command
+        .args(["--test-threads=4"])
         .env(BACKEND_VARIABLE, "postgres")
         .env(testing::URL_VARIABLE, server)
         .output()
@@ -62,10 +65,15 @@ fn the_core_flows_behave_the_same_with_the_state_in_postgresql() {
         output.status.success(),
         "the core flows failed on PostgreSQL:\n{stdout}\n{stderr}"
     );
-    let passed = format!("test result: ok. {} passed", CORE_FLOWS.len());
+    let passed: usize = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("test result: ok. "))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|count| count.parse().ok())
+        .unwrap_or(0);
     assert!(
-        stdout.contains(&passed),
-        "expected every listed test to run (was one renamed?):\n{stdout}"
+        passed >= AT_LEAST,
+        "expected at least {AT_LEAST} core tests to run on PostgreSQL, ran {passed}:\n{stdout}"
     );
 }
 
