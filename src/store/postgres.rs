@@ -341,6 +341,27 @@ impl PostgresStore {
     }
 
     /// A consistent read-only snapshot, for loads and dumps.
+    /// Every invoice, in id order, decoded, handed to `each`.
+    fn each_invoice(
+        &self,
+        tx: &mut Transaction<'_>,
+        mut each: impl FnMut(&str, Invoice) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut rows = tx
+            .query_raw(
+                "SELECT id, value::text FROM deed_invoices ORDER BY id",
+                std::iter::empty::<&str>(),
+            )
+            .map_err(|e| self.db(&e))?;
+        while let Some(row) = rows.next().map_err(|e| self.db(&e))? {
+            let id: &str = row.try_get(0).map_err(|e| self.db(&e))?;
+            let value: &str = row.try_get(1).map_err(|e| self.db(&e))?;
+            let invoice: Invoice = self.decode(|| format!("deed_invoices {id}"), value)?;
+            each(id, invoice)?;
+        }
+        Ok(())
+    }
+
     fn snapshot<'c>(&self, client: &'c mut Client) -> Result<Transaction<'c>, StoreError> {
         client
             .build_transaction()
@@ -377,20 +398,10 @@ impl Store for PostgresStore {
                     .insert_into(&mut state, id.to_string());
             }
         }
-        {
-            let mut rows = tx
-                .query_raw(
-                    "SELECT id, value::text FROM deed_invoices",
-                    std::iter::empty::<&str>(),
-                )
-                .map_err(|e| self.db(&e))?;
-            while let Some(row) = rows.next().map_err(|e| self.db(&e))? {
-                let id: &str = row.try_get(0).map_err(|e| self.db(&e))?;
-                let value: &str = row.try_get(1).map_err(|e| self.db(&e))?;
-                let invoice: Invoice = self.decode(|| format!("deed_invoices {id}"), value)?;
-                state.invoices.insert(id.to_string(), invoice);
-            }
-        }
+        self.each_invoice(&mut tx, |id, invoice| {
+            state.invoices.insert(id.to_string(), invoice);
+            Ok(())
+        })?;
         tx.commit().map_err(|e| self.db(&e))?;
         *seen_version = version;
         Ok(state)
@@ -586,20 +597,7 @@ impl Store for PostgresStore {
                 writer.object(kind.as_str(), id, &object)?;
             }
         }
-        {
-            let mut rows = tx
-                .query_raw(
-                    "SELECT id, value::text FROM deed_invoices ORDER BY id",
-                    std::iter::empty::<&str>(),
-                )
-                .map_err(|e| self.db(&e))?;
-            while let Some(row) = rows.next().map_err(|e| self.db(&e))? {
-                let id: &str = row.try_get(0).map_err(|e| self.db(&e))?;
-                let value: &str = row.try_get(1).map_err(|e| self.db(&e))?;
-                let invoice: Invoice = self.decode(|| format!("deed_invoices {id}"), value)?;
-                writer.invoice(id, &invoice)?;
-            }
-        }
+        self.each_invoice(&mut tx, |id, invoice| writer.invoice(id, &invoice))?;
         {
             let mut rows = tx
                 .query_raw(
