@@ -91,6 +91,38 @@ impl Fragment {
             || self.successor.is_some()
     }
 
+    /// How many objects the fragment declares (users, groups and their
+    /// members, organizations and their products, licenses, pinned assets):
+    /// a capacity hint for merging.
+    pub fn object_count(&self) -> usize {
+        let users = self.users.as_ref().map_or(0, UniqueMap::len);
+        let groups: usize = self
+            .groups
+            .iter()
+            .flat_map(|m| m.iter())
+            .map(|(_, group)| {
+                1 + group
+                    .as_ref()
+                    .and_then(|group| group.members.as_ref())
+                    .map_or(0, UniqueMap::len)
+            })
+            .sum();
+        let organizations: usize = self
+            .organizations
+            .iter()
+            .flat_map(|m| m.iter())
+            .map(|(_, organization)| {
+                1 + organization
+                    .as_ref()
+                    .and_then(|organization| organization.products.as_ref())
+                    .map_or(0, UniqueMap::len)
+            })
+            .sum();
+        let licenses = self.licenses.as_ref().map_or(0, UniqueMap::len);
+        let assets = self.assets.as_ref().map_or(0, UniqueMap::len);
+        users + groups + organizations + licenses + assets
+    }
+
     /// The object sections the fragment declares, by their key.
     pub fn object_sections(&self) -> Vec<&'static str> {
         let mut sections = Vec::new();

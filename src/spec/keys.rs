@@ -9,9 +9,15 @@
 //! inside multi-line scalars) falls back to the nearest enclosing key it did
 //! place, then to the document's first line.
 //!
+//! The index is built for every document and asked about every declared
+//! object, so it is kept cheap: the paths of a document are written one
+//! after the other into one string, and found through a small open-addressing
+//! table of their hashes (hashed ignoring ASCII case, compared exactly), with
+//! no allocation per key and none per lookup.
+//!
 //! Architecture invariant: no I/O.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
 
 /// A 1-based line and column.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -20,15 +26,40 @@ pub struct Position {
     pub column: usize,
 }
 
+/// One indexed path: where its text is in [`KeyIndex::paths`], its hash and
+/// its position.
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    hash: u64,
+    start: u32,
+    len: u32,
+    line: u32,
+    column: u32,
+}
+
+impl Entry {
+    fn position(&self) -> Position {
+        Position {
+            line: self.line as usize,
+            column: self.column as usize,
+        }
+    }
+}
+
 /// The positions of the keys of one document, by lowercase path.
 #[derive(Clone, Debug, Default)]
 pub struct KeyIndex {
     /// First line of the document's content (1-based).
     pub first_line: usize,
-    keys: HashMap<String, Position>,
-    /// Second declarations of a path (a duplicate key), for relocating
-    /// serde's "duplicate field" errors.
-    repeated: HashMap<String, Position>,
+    /// Every indexed path (lowercase), one after the other.
+    paths: String,
+    entries: Vec<Entry>,
+    /// Open addressing: `entry + 1` per slot, 0 for empty; the length is a
+    /// power of two at least twice the number of entries.
+    slots: Vec<u32>,
+    /// Second declarations of a path (a duplicate key), by entry, for
+    /// relocating serde's "duplicate field" errors.
+    repeated: Vec<(u32, Position)>,
 }
 
 impl KeyIndex {
@@ -52,21 +83,169 @@ impl KeyIndex {
         }
     }
 
-    /// The position of exactly `path`, if indexed.
+    /// The position of exactly `path` (ASCII case ignored), if indexed.
     pub fn get(&self, path: &str) -> Option<Position> {
-        if let Some(position) = self.keys.get(path) {
-            return Some(*position);
-        }
-        if path.bytes().any(|b| b.is_ascii_uppercase()) {
-            return self.keys.get(&path.to_ascii_lowercase()).copied();
-        }
-        None
+        self.find(path)
+            .map(|entry| self.entries[entry as usize].position())
     }
 
     /// The position of the second declaration of `path`, if any.
     pub fn repeated(&self, path: &str) -> Option<Position> {
-        self.repeated.get(&path.to_ascii_lowercase()).copied()
+        let entry = self.find(path)?;
+        self.repeated
+            .iter()
+            .find(|(repeated, _)| *repeated == entry)
+            .map(|(_, position)| *position)
     }
+
+    /// The number of indexed paths.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no path is indexed.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn path_of(&self, entry: &Entry) -> &str {
+        &self.paths[entry.start as usize..(entry.start + entry.len) as usize]
+    }
+
+    /// The entry holding `path`: stored paths are lowercase, so comparing
+    /// while ignoring ASCII case is comparing with `path` lowercased.
+    fn find(&self, path: &str) -> Option<u32> {
+        self.find_hashed(path, hash_folded(path.as_bytes()))
+    }
+
+    fn find_hashed(&self, path: &str, hash: u64) -> Option<u32> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let mask = self.slots.len() - 1;
+        let mut slot = hash as usize & mask;
+        loop {
+            let found = self.slots[slot];
+            if found == 0 {
+                return None;
+            }
+            let entry = &self.entries[(found - 1) as usize];
+            if entry.hash == hash && {
+                let stored = self.path_of(entry);
+                stored == path || stored.eq_ignore_ascii_case(path)
+            } {
+                return Some(found - 1);
+            }
+            slot = (slot + 1) & mask;
+        }
+    }
+
+    /// Indexes `path` (already lowercase) at `position`; a path indexed
+    /// before keeps its first position and records this one as repeated.
+    fn insert(&mut self, path: &str, position: Position) {
+        let hash = hash_folded(path.as_bytes());
+        if let Some(existing) = self.find_hashed(path, hash) {
+            if !self.repeated.iter().any(|(entry, _)| *entry == existing) {
+                self.repeated.push((existing, position));
+            }
+            return;
+        }
+        // Positions and offsets beyond u32 cannot occur: files are at most
+        // 16 MiB. Saturate rather than wrap, to stay correct regardless.
+        let narrow = |value: usize| u32::try_from(value).unwrap_or(u32::MAX);
+        let entry = Entry {
+            hash,
+            start: narrow(self.paths.len()),
+            len: narrow(path.len()),
+            line: narrow(position.line),
+            column: narrow(position.column),
+        };
+        self.paths.push_str(path);
+        self.entries.push(entry);
+        if self.entries.len() * 2 > self.slots.len() {
+            self.grow();
+        } else {
+            self.place(self.entries.len() - 1);
+        }
+    }
+
+    /// An empty index with room for about `keys` paths.
+    fn with_capacity(first_line: usize, keys: usize) -> KeyIndex {
+        KeyIndex {
+            first_line,
+            paths: String::with_capacity(keys * 24),
+            entries: Vec::with_capacity(keys),
+            slots: vec![0; (keys * 2).next_power_of_two().max(16)],
+            repeated: Vec::new(),
+        }
+    }
+
+    fn grow(&mut self) {
+        let size = (self.entries.len() * 2).next_power_of_two().max(16);
+        self.slots = vec![0; size];
+        for entry in 0..self.entries.len() {
+            self.place(entry);
+        }
+    }
+
+    fn place(&mut self, entry: usize) {
+        let mask = self.slots.len() - 1;
+        let mut slot = self.entries[entry].hash as usize & mask;
+        while self.slots[slot] != 0 {
+            slot = (slot + 1) & mask;
+        }
+        self.slots[slot] = entry as u32 + 1;
+    }
+}
+
+/// A fast, deterministic hasher for maps keyed by spec text (emails, ids)
+/// while merging: [`hash_folded`] of what is written.
+#[derive(Default)]
+pub(crate) struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = self.0.rotate_left(5) ^ hash_folded(bytes);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A hash of the bytes with ASCII letters lowercased, eight bytes at a time
+/// (the FxHash step), then mixed so that the low bits (the slot) depend on
+/// every byte.
+fn hash_folded(bytes: &[u8]) -> u64 {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let mut hash = bytes.len() as u64;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        hash = (hash.rotate_left(5) ^ fold_word(u64::from_le_bytes(word))).wrapping_mul(K);
+    }
+    let tail = chunks.remainder();
+    if !tail.is_empty() {
+        let mut word = [0u8; 8];
+        word[..tail.len()].copy_from_slice(tail);
+        hash = (hash.rotate_left(5) ^ fold_word(u64::from_le_bytes(word))).wrapping_mul(K);
+    }
+    hash ^= hash >> 29;
+    hash = hash.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    hash ^ (hash >> 32)
+}
+
+/// Lowercases the ASCII letters among eight bytes; other bytes (UTF-8
+/// included) are left alone.
+fn fold_word(word: u64) -> u64 {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let low7 = word & !HIGH;
+    // The high bit of a byte is set when its low 7 bits are >= 'A' (0x41),
+    // and when they are > 'Z' (0x5a); no carry crosses bytes.
+    let at_least_a = low7.wrapping_add(0x3f3f_3f3f_3f3f_3f3f);
+    let above_z = low7.wrapping_add(0x2525_2525_2525_2525);
+    let upper = at_least_a & !above_z & !word & HIGH;
+    word | (upper >> 2)
 }
 
 /// The parent of a path: `a.b[2]` -> `a.b`, `a.b` -> `a`, `a` -> none.
@@ -154,22 +333,24 @@ pub fn scan_account(lines: &[&str], segment: &Segment) -> Option<String> {
 
 struct Level {
     indent: usize,
-    path: String,
+    /// The length of the level's path in the path being built.
+    path_len: usize,
     is_item: bool,
     items: usize,
 }
 
 /// Indexes the block-style keys of one document.
 pub fn index(lines: &[&str], segment: &Segment) -> KeyIndex {
-    let mut result = KeyIndex {
-        first_line: segment.start + 1,
-        ..KeyIndex::default()
-    };
+    let end = segment.end.min(lines.len());
+    // At most a key and a sequence item per line.
+    let mut result = KeyIndex::with_capacity(segment.start + 1, end.saturating_sub(segment.start));
     let mut found_first = false;
     let mut stack: Vec<Level> = Vec::new();
+    // The path of the key being indexed: the top of the stack's path, then
+    // the key.
+    let mut path = String::new();
     // Lines more indented than this belong to a block scalar (`|`, `>`).
     let mut scalar_indent: Option<usize> = None;
-    let end = segment.end.min(lines.len());
     for (index, line) in lines.iter().enumerate().take(end).skip(segment.start) {
         let line = line.strip_suffix('\r').unwrap_or(line);
         let line_number = index + 1;
@@ -203,17 +384,22 @@ pub fn index(lines: &[&str], segment: &Segment) -> KeyIndex {
             {
                 stack.pop();
             }
-            let (parent, number) = match stack.last_mut() {
+            let number = match stack.last_mut() {
                 Some(top) => {
                     top.items += 1;
-                    (top.path.clone(), top.items - 1)
+                    path.truncate(top.path_len);
+                    top.items - 1
                 }
-                None => (String::new(), 0),
+                None => {
+                    path.clear();
+                    0
+                }
             };
-            let path = format!("{parent}[{number}]");
-            insert(
-                &mut result,
-                path.clone(),
+            path.push('[');
+            push_number(&mut path, number);
+            path.push(']');
+            result.insert(
+                &path,
                 Position {
                     line: line_number,
                     column: indent + 1,
@@ -221,7 +407,7 @@ pub fn index(lines: &[&str], segment: &Segment) -> KeyIndex {
             );
             stack.push(Level {
                 indent,
-                path,
+                path_len: path.len(),
                 is_item: true,
                 items: 0,
             });
@@ -239,11 +425,20 @@ pub fn index(lines: &[&str], segment: &Segment) -> KeyIndex {
         while stack.last().is_some_and(|top| top.indent >= indent) {
             stack.pop();
         }
-        let parent = stack.last().map(|top| top.path.as_str()).unwrap_or("");
-        let path = join(parent, &key.to_ascii_lowercase());
-        insert(
-            &mut result,
-            path.clone(),
+        match stack.last() {
+            Some(top) => {
+                path.truncate(top.path_len);
+                if top.path_len > 0 {
+                    path.push('.');
+                }
+            }
+            None => path.clear(),
+        }
+        let key_start = path.len();
+        path.push_str(&key);
+        path[key_start..].make_ascii_lowercase();
+        result.insert(
+            &path,
             Position {
                 line: line_number,
                 column: indent + 1,
@@ -255,7 +450,7 @@ pub fn index(lines: &[&str], segment: &Segment) -> KeyIndex {
         }
         stack.push(Level {
             indent,
-            path,
+            path_len: path.len(),
             is_item: false,
             items: 0,
         });
@@ -263,22 +458,26 @@ pub fn index(lines: &[&str], segment: &Segment) -> KeyIndex {
     result
 }
 
-fn insert(index: &mut KeyIndex, path: String, position: Position) {
-    match index.keys.entry(path) {
-        std::collections::hash_map::Entry::Occupied(entry) => {
-            index
-                .repeated
-                .entry(entry.key().clone())
-                .or_insert(position);
+/// Appends a number in decimal, without going through `fmt`.
+fn push_number(path: &mut String, number: usize) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = number;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
         }
-        std::collections::hash_map::Entry::Vacant(entry) => {
-            entry.insert(position);
-        }
+    }
+    for digit in &digits[at..] {
+        path.push(char::from(*digit));
     }
 }
 
 /// Splits `key: value` (the key plain or quoted) into key and value text.
-fn split_key(rest: &str) -> Option<(String, &str)> {
+fn split_key(rest: &str) -> Option<(Cow<'_, str>, &str)> {
     let bytes = rest.as_bytes();
     let (key, after) = match bytes.first()? {
         b'"' | b'\'' => {
@@ -306,7 +505,7 @@ fn split_key(rest: &str) -> Option<(String, &str)> {
                 key.push(end);
                 at += end.len_utf8();
             }
-            (key, &rest[at + 1..])
+            (Cow::Owned(key), &rest[at + 1..])
         }
         b'[' | b'{' | b'&' | b'*' | b'!' | b'|' | b'>' | b'?' | b'#' => return None,
         _ => {
@@ -321,7 +520,7 @@ fn split_key(rest: &str) -> Option<(String, &str)> {
                 }
             }
             let end = end?;
-            (rest[..end].trim_end().to_string(), &rest[end..])
+            (Cow::Borrowed(rest[..end].trim_end()), &rest[end..])
         }
     };
     let after = after.trim_start_matches([' ', '\t']);
@@ -338,6 +537,68 @@ mod tests {
 
     fn lines(text: &str) -> Vec<&str> {
         text.split('\n').collect()
+    }
+
+    #[test]
+    fn the_hash_ignores_ascii_case_only() {
+        let all: Vec<u8> = (0..=255u8).collect();
+        let lower: Vec<u8> = all.iter().map(u8::to_ascii_lowercase).collect();
+        for start in 0..all.len() {
+            for len in [1, 7, 8, 9, 17] {
+                let end = (start + len).min(all.len());
+                assert_eq!(
+                    fold_word_bytes(&all[start..end]),
+                    lower[start..end].to_vec()
+                );
+            }
+        }
+        assert_eq!(
+            hash_folded(b"Users.Bob@Acme.COM"),
+            hash_folded(b"users.bob@acme.com")
+        );
+        assert_ne!(hash_folded(b"users.bob"), hash_folded(b"users.bob\0"));
+    }
+
+    /// The bytes as `fold_word` lowercases them, a word at a time.
+    fn fold_word_bytes(bytes: &[u8]) -> Vec<u8> {
+        let mut word = [0u8; 8];
+        let mut out = Vec::new();
+        for chunk in bytes.chunks(8) {
+            word.fill(0);
+            word[..chunk.len()].copy_from_slice(chunk);
+            let folded = fold_word(u64::from_le_bytes(word)).to_le_bytes();
+            out.extend_from_slice(&folded[..chunk.len()]);
+        }
+        out
+    }
+
+    #[test]
+    fn a_repeated_key_keeps_its_first_place_and_records_the_second() {
+        let text =
+            "account: a\nusers:\n  b@a.com: {}\n  B@a.com: {}\n  c@a.com: {}\n  b@a.com: {}\n";
+        let all = lines(text);
+        let index = index(
+            &all,
+            &Segment {
+                start: 0,
+                end: all.len(),
+            },
+        );
+        assert_eq!(
+            index.get("users.b@a.com"),
+            Some(Position { line: 3, column: 3 })
+        );
+        assert_eq!(
+            index.get("USERS.B@A.COM"),
+            Some(Position { line: 3, column: 3 })
+        );
+        assert_eq!(
+            index.repeated("users.b@a.com"),
+            Some(Position { line: 4, column: 3 })
+        );
+        assert_eq!(index.repeated("users.c@a.com"), None);
+        assert_eq!(index.get("users.c@a.co"), None);
+        assert_eq!(index.len(), 4);
     }
 
     #[test]

@@ -7,10 +7,13 @@
 //! - [`build_desired`] merges the fragments of each account and checks
 //!   everything that needs more than one value (a missing user, two owners,
 //!   the same object declared twice), each at the line of the object;
-//! - [`load`] does all three and reports every problem at once.
+//! - [`load`] does all three and reports every problem at once: threads
+//!   read and parse the files while the calling thread merges them in path
+//!   order.
 //!
-//! Architecture invariant: everything but `read_tree` is pure, and the same
-//! files give the same `Desired` and the same diagnostics in the same order.
+//! Architecture invariant: everything but reading is pure, and the same
+//! files give the same `Desired` and the same diagnostics in the same order,
+//! whatever the number of threads.
 
 mod build;
 mod fragment;
@@ -70,9 +73,22 @@ pub fn build_desired(fragments: &[Fragment]) -> Result<Desired, Vec<Diagnostic>>
 /// When a document fails to parse, what its account is missing is not
 /// reported (it may be in the broken document); when the account of a
 /// broken document cannot be told, only the parse errors are.
+///
+/// Files are read and parsed on several threads (see [`load_with_threads`]);
+/// the result does not depend on how many.
 pub fn load(specs_dir: &Path) -> Result<Desired, Vec<Diagnostic>> {
-    let (files, diagnostics) = read_tree(specs_dir);
-    load_files(&files, diagnostics)
+    load_with_threads(specs_dir, None)
+}
+
+/// [`load`] with `threads` threads reading and parsing (`None`: one per
+/// core, at most 8) while the calling thread merges what they parsed, in
+/// order; `Some(1)`: everything on the calling thread, one step after the
+/// other. The same result whatever the number.
+pub fn load_with_threads(
+    specs_dir: &Path,
+    threads: Option<usize>,
+) -> Result<Desired, Vec<Diagnostic>> {
+    read::load(specs_dir, threads)
 }
 
 /// Parses and builds already-read files, after `diagnostics` from reading.
@@ -80,7 +96,8 @@ pub fn load_files(
     files: &[SourceFile],
     diagnostics: Vec<Diagnostic>,
 ) -> Result<Desired, Vec<Diagnostic>> {
-    let parsed: Vec<ParsedFile> = files.iter().map(parse_source).collect();
+    let threads = parse::default_threads(files.len());
+    let parsed = parse::map_in_parallel(files, threads, parse_source);
     build_parsed(&parsed, diagnostics)
 }
 
@@ -107,38 +124,21 @@ pub fn parse_source(file: &SourceFile) -> ParsedFile {
 /// reading: the second half of [`load_files`], with the same result.
 pub fn build_parsed<'a>(
     files: impl IntoIterator<Item = &'a ParsedFile>,
-    mut diagnostics: Vec<Diagnostic>,
+    diagnostics: Vec<Diagnostic>,
 ) -> Result<Desired, Vec<Diagnostic>> {
-    // A file that could not be read may have held any account.
-    let mut taint = build::Taint {
-        unknown: !diagnostics.is_empty(),
-        ..build::Taint::default()
-    };
-    let mut fragments: Vec<&Fragment> = Vec::new();
-    for parsed in files {
-        fragments.extend(parsed.fragments.iter());
-        diagnostics.extend(parsed.diagnostics.iter().cloned());
-        for account in &parsed.broken {
-            match account {
-                Some(account) => {
-                    taint.accounts.insert(account.clone());
-                }
-                None => taint.unknown = true,
-            }
-        }
-    }
-    match build::build(fragments, &taint) {
-        Ok(desired) if diagnostics.is_empty() => Ok(desired),
-        Ok(_) => {
-            build::sort_diagnostics(&mut diagnostics);
-            Err(diagnostics)
-        }
-        Err(more) => {
-            diagnostics.extend(more);
-            build::sort_diagnostics(&mut diagnostics);
-            Err(diagnostics)
-        }
-    }
+    let files: Vec<&ParsedFile> = files.into_iter().collect();
+    build::build_parsed(&files, diagnostics)
+}
+
+/// Builds the model of some accounts from their fragments alone (every
+/// fragment of each of them, in path and document order), for the daemon's
+/// re-planning of part of the accounts. Its checks are those of a full
+/// build over those fragments: a reference to an account outside them is
+/// reported as undeclared. Pure.
+pub fn build_fragments<'a>(
+    fragments: impl IntoIterator<Item = &'a Fragment>,
+) -> Result<Desired, Vec<Diagnostic>> {
+    build::build(fragments, &build::Taint::default())
 }
 
 /// JSON Schema (draft-07) of one fragment, for editors.

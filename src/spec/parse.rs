@@ -194,6 +194,10 @@ fn line_and_column(text: &str, offset: usize) -> Option<(usize, usize)> {
 /// Quoted text and comments are skipped; a block scalar line that starts
 /// with `&` or `*` is refused too (quote it).
 fn first_alias(text: &str) -> Option<(usize, usize)> {
+    // Most specs hold neither character: no need to follow the syntax.
+    if !text.contains('&') && !text.contains('*') {
+        return None;
+    }
     let bytes = text.as_bytes();
     let mut line = 1;
     let mut line_start = 0;
@@ -251,9 +255,20 @@ fn too_deep(text: &str) -> Option<(usize, usize)> {
     let mut line = 1;
     let mut line_start = 0;
     let mut at = 0;
-    let mut previous = b'\n';
     while at < bytes.len() {
+        // Only these bytes matter; the ones between are skipped in a
+        // tight loop.
+        if !matches!(
+            bytes[at],
+            b'\n' | b'#' | b'"' | b'\'' | b'[' | b'{' | b']' | b'}'
+        ) {
+            at += 1;
+            continue;
+        }
         let byte = bytes[at];
+        // The byte before: what was skipped, the closing quote of a string,
+        // or the end of the previous line.
+        let previous = if at == 0 { b'\n' } else { bytes[at - 1] };
         match byte {
             b'\n' => {
                 line += 1;
@@ -288,8 +303,95 @@ fn too_deep(text: &str) -> Option<(usize, usize)> {
             b']' | b'}' => depth = depth.saturating_sub(1),
             _ => {}
         }
-        previous = bytes.get(at).copied().unwrap_or(b'\n');
         at += 1;
     }
     None
+}
+
+/// How many threads parse spec files: the cores available, at most
+/// [`MAX_THREADS`], never more than there are files.
+pub(crate) fn default_threads(files: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cores.clamp(1, MAX_THREADS).min(files.max(1))
+}
+
+/// Most threads used to parse spec files.
+const MAX_THREADS: usize = 8;
+
+/// `work` over every item, on `threads` threads (the calling one included),
+/// the results in the order of `items` whatever thread computed them.
+/// Items are handed out one at a time, so a large file does not hold up a
+/// thread's share of small ones.
+pub(crate) fn map_in_parallel<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    work: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    if threads <= 1 || items.len() <= 1 {
+        return items.iter().map(work).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let run = || {
+        let mut done = Vec::new();
+        loop {
+            let at = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(item) = items.get(at) else {
+                return done;
+            };
+            done.push((at, work(item)));
+        }
+    };
+    let mut results: Vec<(usize, R)> = std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..threads.min(items.len()))
+            .map(|_| scope.spawn(run))
+            .collect();
+        let mut results = run();
+        for helper in helpers {
+            match helper.join() {
+                Ok(done) => results.extend(done),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        results
+    });
+    results.sort_unstable_by_key(|(at, _)| *at);
+    results.into_iter().map(|(_, result)| result).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn map_in_parallel_keeps_the_order_of_the_items() {
+        let items: Vec<usize> = (0..1000).collect();
+        for threads in [1, 2, 3, 16] {
+            let squares = map_in_parallel(&items, threads, |n| n * n);
+            assert_eq!(squares, items.iter().map(|n| n * n).collect::<Vec<_>>());
+        }
+        assert!(map_in_parallel(&[] as &[usize], 4, |n| *n).is_empty());
+    }
+
+    #[test]
+    fn the_nesting_scan_skips_quotes_and_comments() {
+        let deep = "[".repeat(MAX_FLOW_DEPTH + 1);
+        assert_eq!(too_deep(&deep), Some((1, MAX_FLOW_DEPTH + 1)));
+        assert_eq!(
+            too_deep(&format!("a: 1\nb: {deep}")),
+            Some((2, MAX_FLOW_DEPTH + 4))
+        );
+        assert_eq!(too_deep(&format!("a: '{deep}'")), None);
+        assert_eq!(too_deep(&format!("a: \"x\\\"{deep}\"")), None);
+        assert_eq!(too_deep(&format!("a: 1 # {deep}")), None);
+        assert_eq!(
+            too_deep(&format!("a: b#{deep}")),
+            Some((1, MAX_FLOW_DEPTH + 6))
+        );
+        assert_eq!(
+            too_deep(&format!("a: b'{deep}")),
+            Some((1, MAX_FLOW_DEPTH + 6))
+        );
+        assert_eq!(first_alias("a: b\nc: [x, *y]\n"), Some((2, 8)));
+        assert_eq!(first_alias("a: b&c\nd: 'e*'\n"), None);
+    }
 }

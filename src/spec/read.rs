@@ -1,13 +1,20 @@
 //! The only I/O of spec loading: finds the spec files under the specs
-//! directory and reads them, refusing files that are too large or not UTF-8.
-
+//! directory and reads them, refusing files that are too large or not UTF-8;
+//! and [`load`], which reads and parses them on several threads while the
+//! calling thread merges them, in path order.
+use std::any::Any;
 use std::fs;
 use std::io::Read;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 
+use crate::desired::Desired;
 use crate::diagnostic::Diagnostic;
 
-use super::SourceFile;
+use super::parse::{self, ParsedFile};
+use super::{build, SourceFile};
 
 /// Largest spec file read (16 MiB).
 pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
@@ -223,4 +230,86 @@ pub fn git_revision(specs_dir: &Path) -> Option<String> {
     }
     let revision = String::from_utf8(output.stdout).ok()?.trim().to_string();
     (!revision.is_empty()).then_some(revision)
+}
+
+/// What a reading thread left for a file.
+enum Slot {
+    Parsed(ParsedFile),
+    Unread(Diagnostic),
+    /// Parsing it panicked (a bug): the panic is raised again by the caller.
+    Panicked,
+}
+
+/// [`crate::spec::load_with_threads`]: `threads` threads read and parse the
+/// files, taking the next one as they finish one, while the calling thread
+/// merges the parsed files in path order (waiting for the next one when it
+/// is not parsed yet). One thread: every file read and parsed, then merged,
+/// on the calling thread.
+pub(crate) fn load(specs_dir: &Path, threads: Option<usize>) -> Result<Desired, Vec<Diagnostic>> {
+    let (found, mut diagnostics) = list_tree(specs_dir);
+    let threads = threads.unwrap_or_else(|| parse::default_threads(found.len()));
+    if threads <= 1 || found.len() <= 1 {
+        let mut parsed = Vec::with_capacity(found.len());
+        for relative in &found {
+            match read_file(specs_dir, relative) {
+                Ok(file) => parsed.push(parse::parse(&file)),
+                Err(diagnostic) => diagnostics.push(diagnostic),
+            }
+        }
+        let parsed: Vec<&ParsedFile> = parsed.iter().collect();
+        return build::build_parsed(&parsed, diagnostics);
+    }
+    let slots: Vec<OnceLock<Slot>> = found.iter().map(|_| OnceLock::new()).collect();
+    let panic: Mutex<Option<Box<dyn Any + Send>>> = Mutex::new(None);
+    let next = AtomicUsize::new(0);
+    let result = std::thread::scope(|scope| {
+        let work = || loop {
+            let at = next.fetch_add(1, Ordering::Relaxed);
+            let (Some(relative), Some(slot)) = (found.get(at), slots.get(at)) else {
+                return;
+            };
+            let read = catch_unwind(AssertUnwindSafe(|| {
+                read_file(specs_dir, relative).map(|file| parse::parse(&file))
+            }));
+            let _ = slot.set(match read {
+                Ok(Ok(parsed)) => Slot::Parsed(parsed),
+                Ok(Err(diagnostic)) => Slot::Unread(diagnostic),
+                Err(payload) => {
+                    if let Ok(mut first) = panic.lock() {
+                        first.get_or_insert(payload);
+                    }
+                    Slot::Panicked
+                }
+            });
+        };
+        for _ in 0..threads.min(found.len()) {
+            scope.spawn(work);
+        }
+        let mut builder = build::Builder::new(0);
+        let mut files: Vec<&ParsedFile> = Vec::with_capacity(found.len());
+        for slot in &slots {
+            match slot.wait() {
+                Slot::Parsed(parsed) => {
+                    for fragment in &parsed.fragments {
+                        builder.add(fragment);
+                    }
+                    files.push(parsed);
+                }
+                Slot::Unread(diagnostic) => diagnostics.push(diagnostic.clone()),
+                Slot::Panicked => return None,
+            }
+        }
+        Some(build::finish_parsed(builder, &files, diagnostics))
+    });
+    match result {
+        Some(result) => result,
+        None => {
+            let payload = panic
+                .into_inner()
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| Box::new("parsing a spec file panicked"));
+            std::panic::resume_unwind(payload)
+        }
+    }
 }

@@ -709,3 +709,77 @@ fn windows_line_endings_keep_lines_and_columns() {
         vec!["a.yaml:9:3: user bob@acme.com is declared twice: here and at a.yaml:5:3"]
     );
 }
+
+/// Everything a `Desired` holds, with its origins sorted, as text.
+fn describe(desired: &Desired) -> String {
+    let mut rest = desired.clone();
+    let origins: std::collections::BTreeMap<_, _> =
+        std::mem::take(&mut rest.origins).into_iter().collect();
+    format!("{rest:?}\n{origins:?}")
+}
+
+#[test]
+fn a_parallel_load_gives_what_a_one_thread_load_gives() {
+    let valid = tempfile::tempdir().unwrap();
+    let broken = tempfile::tempdir().unwrap();
+    for account in 0..12 {
+        let next = (account + 1) % 12;
+        let mut text = format!(
+            "account: a{account}\ndomains: [a{account}.com]\nconnections: [a{next}]\nusers:\n  owner@a{account}.com: {{role: owner, name: Owner}}\n"
+        );
+        for user in 0..20 {
+            text.push_str(&format!(
+                "  u{user}@a{account}.com: {{name: User {user}}}\n"
+            ));
+        }
+        text.push_str(&format!(
+            "organizations:\n  org-{account}:\n    products:\n      p-{account}: {{access: [u1@a{account}.com, u2@a{account}.com]}}\nlicenses:\n  l-{account}: {{product: pro, assignee: u3@a{account}.com}}\nassets:\n  dataset/d-{account}: {{owner: \"group:team\"}}\nreassign:\n- from: user:u4@a{account}.com\n  to: group:team\n"
+        ));
+        // The groups of the next account, in this account's file.
+        text.push_str(&format!(
+            "---\naccount: a{next}\ngroups:\n  team:\n    members:\n"
+        ));
+        for user in 0..10 {
+            text.push_str(&format!("      u{user}@a{next}.com: member\n"));
+        }
+        let folder = format!("region-{}", account % 3);
+        for dir in [&valid, &broken] {
+            std::fs::create_dir_all(dir.path().join(&folder)).unwrap();
+            std::fs::write(
+                dir.path().join(&folder).join(format!("a{account:02}.yaml")),
+                &text,
+            )
+            .unwrap();
+        }
+    }
+    let bad_files: [(&str, &[u8]); 6] = [
+        ("region-0/a00.yaml", b"account: a0\ndomains: [a0.com]\nusers:\n  owner@a0.com: {role: owner}\n  u1@a1.com: {}\n  u2@a0.com: {role: king}\n"),
+        ("region-1/a01.yaml", b"account: a1\ndomains: [a1.com\nusers: {}\n"),
+        ("region-2/a02.yaml", b"account: a2\ndomains: [a2.com]\ncolour: blue\n"),
+        ("region-0/b.yaml", b"account: a4\nusers:\n  u1@a4.com: {}\n  U1@a4.com: {}\n---\naccount: a7\nlicenses:\n  l-7: {product: x, assignee: nobody@a7.com}\n"),
+        ("region-1/c.yaml", b"account: a5\nusers:\n  bad\xff@a5.com: {}\n"),
+        ("z.yaml", b"account: a9\nusers:\n  u1@a9.com: {}\nassets:\n  dataset/d-9: {owner: user:zed@a9.com}\n"),
+    ];
+    for (path, bytes) in bad_files {
+        std::fs::write(broken.path().join(path), bytes).unwrap();
+    }
+
+    let one = load_with_threads(valid.path(), Some(1)).expect("the valid tree loads");
+    assert_eq!(one.users.len(), 12 * 21);
+    for threads in [2, 3, 8, 64] {
+        let many = load_with_threads(valid.path(), Some(threads)).expect("valid");
+        assert_eq!(describe(&one), describe(&many), "{threads} threads");
+    }
+    assert_eq!(describe(&one), describe(&load(valid.path()).unwrap()));
+    let (files, read) = read_tree(valid.path());
+    assert_eq!(describe(&one), describe(&load_files(&files, read).unwrap()));
+
+    let one = load_with_threads(broken.path(), Some(1)).expect_err("the broken tree fails");
+    assert!(one.len() >= 6, "{one:?}");
+    for threads in [2, 3, 8, 64] {
+        let many = load_with_threads(broken.path(), Some(threads)).expect_err("broken");
+        assert_eq!(one, many, "{threads} threads");
+    }
+    let (files, read) = read_tree(broken.path());
+    assert_eq!(one, load_files(&files, read).expect_err("broken"));
+}
