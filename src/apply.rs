@@ -3,6 +3,12 @@
 //! [`Commit`] (objects, history entries, notifications) that the store writes
 //! atomically.
 //!
+//! The commit is produced lazily: [`prepare`] decides every change and
+//! checks every object it writes, keeping only an index per change; the
+//! objects' fields, the history entries and the notifications are made part
+//! by part ([`PART_CHANGES`] at a time) while the store writes them, so a
+//! plan of a million transfers does not also hold a million field maps.
+//!
 //! Architecture invariant: this module is pure. It decides; the caller holds
 //! the writer's lock, loads the state, and commits what it returns.
 
@@ -12,7 +18,10 @@ use sha2::{Digest, Sha256};
 
 use crate::model::{Fields, Kind, State, Timestamp};
 use crate::plan::{Action, Change, Plan};
-use crate::store::{Commit, HistoryEntry, Notification};
+use crate::store::{Commit, HistoryEntry, MakeParts, Notification, Parts, StoreError};
+
+/// Changes (objects, or history entries) per part of the commit.
+pub const PART_CHANGES: usize = 10_000;
 
 /// Who applies, and when: written to every history entry.
 #[derive(Clone, Debug, Default)]
@@ -24,10 +33,11 @@ pub struct ApplyContext {
 }
 
 /// What an apply will do (or did).
-#[derive(Clone, Debug)]
-pub struct ApplyOutcome {
-    /// The commit to write (empty when everything was already applied).
-    pub commit: Commit,
+#[derive(Debug)]
+pub struct ApplyOutcome<'a> {
+    /// The commit to write (empty when everything was already applied); it
+    /// borrows the plan and the state it was prepared from.
+    pub commit: Commit<'a>,
     /// Changes that are written.
     pub applied: usize,
     /// Changes whose object was already at `after`.
@@ -74,107 +84,278 @@ fn render_conflicts(conflicts: &[Conflict]) -> String {
 
 /// Decides every change of `plan` against `state`: skip (already at
 /// `after`), apply (at `before`), or conflict. Any conflict refuses the whole
-/// plan.
-pub fn prepare(
-    plan: &Plan,
-    state: &State,
+/// plan; so does an object the applied changes would leave invalid.
+///
+/// The changes of each object are decided together, in plan order, against
+/// the object as the previous ones leave it; the commit writes each object
+/// once, sorted by kind and id, then the history entries and notifications
+/// in plan order.
+pub fn prepare<'a>(
+    plan: &'a Plan,
+    state: &'a State,
     context: &ApplyContext,
-) -> Result<ApplyOutcome, ApplyError> {
-    let mut working: HashMap<(Kind, String), Option<Fields>> = HashMap::new();
-    let mut conflicts = Vec::new();
-    let mut applied_changes: Vec<&Change> = Vec::new();
-    let mut skipped = 0;
-    for change in &plan.changes {
-        let key = (change.kind, change.object.clone());
-        let current = match working.get(&key) {
-            Some(fields) => fields.clone(),
-            None => state.fields(change.kind, &change.object),
-        };
-        match decide(change, current.as_ref()) {
-            Decision::Skip => skipped += 1,
-            Decision::Apply => {
-                let next = match change.action {
-                    Action::Remove => None,
-                    Action::Create => change.after.clone(),
-                    Action::Update | Action::Transfer => {
-                        let mut fields = current.unwrap_or_default();
-                        for (name, value) in change.after.iter().flatten() {
-                            fields.insert(name.clone(), value.clone());
-                        }
-                        Some(fields)
-                    }
-                };
-                working.insert(key, next);
-                applied_changes.push(change);
+) -> Result<ApplyOutcome<'a>, ApplyError> {
+    let changes = plan.changes.as_slice();
+    let order = by_object(changes);
+    let mut applied = vec![false; changes.len()];
+    let mut conflicts: Vec<(usize, Conflict)> = Vec::new();
+    let mut invalid: Option<ApplyError> = None;
+    let (mut skipped, mut applied_count, mut objects) = (0, 0, 0);
+    // Every object written must be a valid object of its kind.
+    let mut scratch = State::default();
+    for group in ObjectGroups::new(changes, &order) {
+        let first = &changes[group[0]];
+        let mut current = state.fields(first.kind, &first.object);
+        let mut changed = false;
+        for &index in group {
+            let change = &changes[index];
+            match decide(change, current.as_ref()) {
+                Decision::Skip => skipped += 1,
+                Decision::Apply => {
+                    current = next_fields(change, current);
+                    applied[index] = true;
+                    applied_count += 1;
+                    changed = true;
+                }
+                Decision::Conflict(detail) => conflicts.push((
+                    index,
+                    Conflict {
+                        change_id: change.id.clone(),
+                        kind: change.kind,
+                        object: change.object.clone(),
+                        detail,
+                    },
+                )),
             }
-            Decision::Conflict(detail) => conflicts.push(Conflict {
-                change_id: change.id.clone(),
-                kind: change.kind,
-                object: change.object.clone(),
-                detail,
-            }),
+        }
+        if !changed {
+            continue;
+        }
+        objects += 1;
+        let (Some(fields), true) = (current, conflicts.is_empty() && invalid.is_none()) else {
+            continue;
+        };
+        let (kind, id) = (first.kind, first.object.as_str());
+        match scratch.put_fields(kind, id, Some(fields)) {
+            Ok(()) => {
+                let _ = scratch.put_fields(kind, id, None);
+            }
+            Err(message) => {
+                invalid = Some(ApplyError::InvalidChange {
+                    change_id: first.id.clone(),
+                    kind,
+                    object: id.to_string(),
+                    message,
+                })
+            }
         }
     }
     if !conflicts.is_empty() {
-        return Err(ApplyError::Conflicts(conflicts));
+        conflicts.sort_by_key(|(index, _)| *index);
+        return Err(ApplyError::Conflicts(
+            conflicts
+                .into_iter()
+                .map(|(_, conflict)| conflict)
+                .collect(),
+        ));
     }
-    // Every object written must be a valid object of its kind.
-    let mut scratch = State::default();
-    let mut objects: Vec<(Kind, String, Option<Fields>)> = working
-        .into_iter()
-        .map(|((kind, id), fields)| (kind, id, fields))
-        .collect();
-    objects.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-    for (kind, id, fields) in &objects {
-        if let Some(fields) = fields {
-            scratch
-                .put_fields(*kind, id, Some(fields.clone()))
-                .map_err(|message| {
-                    let change_id = plan
-                        .changes
-                        .iter()
-                        .find(|c| c.kind == *kind && &c.object == id)
-                        .map(|c| c.id.clone())
-                        .unwrap_or_default();
-                    ApplyError::InvalidChange {
-                        change_id,
-                        kind: *kind,
-                        object: id.clone(),
-                        message,
-                    }
-                })?;
-            scratch.put_fields(*kind, id, None).ok();
-        }
+    if let Some(error) = invalid {
+        return Err(error);
     }
-    let now = context.now.unwrap_or_else(Timestamp::now);
-    let plan_id = plan.id();
-    let history = applied_changes
-        .iter()
-        .map(|change| HistoryEntry {
-            seq: 0,
-            time: now,
-            plan_id: plan_id.clone(),
+    let commit = if applied_count == 0 {
+        Commit::default()
+    } else {
+        let accounts = changes
+            .iter()
+            .enumerate()
+            .filter(|(index, change)| applied[*index] && change.kind == Kind::Account)
+            .map(|(index, _)| index)
+            .collect();
+        let maker = ApplyParts {
+            order,
+            applied,
+            objects_at: 0,
+            history_at: 0,
+            accounts,
+            now: context.now.unwrap_or_else(Timestamp::now),
+            plan_id: plan.id(),
             actor: context.actor.clone(),
             revision: context.revision.clone(),
-            change: (*change).clone(),
-        })
-        .collect();
-    let accounts = AccountsAfter::of(state, &applied_changes);
-    let notifications = applied_changes
-        .iter()
-        .flat_map(|change| notifications_for(change, &accounts, now))
-        .collect();
-    let applied = applied_changes.len();
+        };
+        Commit {
+            rest: Some(Parts::new(objects + applied_count, changes, state, maker)),
+            ..Commit::default()
+        }
+    };
     Ok(ApplyOutcome {
-        commit: Commit {
-            objects,
-            invoices: Vec::new(),
-            history,
-            notifications,
-        },
-        applied,
+        commit,
+        applied: applied_count,
         skipped,
     })
+}
+
+/// The indices of `changes`, sorted by object (kind, then id), each
+/// object's in plan order.
+fn by_object(changes: &[Change]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..changes.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (a, b) = (&changes[a], &changes[b]);
+        (a.kind, &a.object).cmp(&(b.kind, &b.object))
+    });
+    order
+}
+
+/// The runs of [`by_object`]'s order that touch one object each.
+struct ObjectGroups<'o> {
+    changes: &'o [Change],
+    rest: &'o [usize],
+}
+
+impl<'o> ObjectGroups<'o> {
+    fn new(changes: &'o [Change], order: &'o [usize]) -> ObjectGroups<'o> {
+        ObjectGroups {
+            changes,
+            rest: order,
+        }
+    }
+}
+
+impl<'o> Iterator for ObjectGroups<'o> {
+    type Item = &'o [usize];
+
+    fn next(&mut self) -> Option<&'o [usize]> {
+        let first = &self.changes[*self.rest.first()?];
+        let length = self
+            .rest
+            .iter()
+            .take_while(|&&index| {
+                let change = &self.changes[index];
+                change.kind == first.kind && change.object == first.object
+            })
+            .count();
+        let (group, rest) = self.rest.split_at(length);
+        self.rest = rest;
+        Some(group)
+    }
+}
+
+/// The fields of an object once `change` is applied to `current`.
+fn next_fields(change: &Change, current: Option<Fields>) -> Option<Fields> {
+    match change.action {
+        Action::Remove => None,
+        Action::Create => change.after.clone(),
+        Action::Update | Action::Transfer => {
+            let mut fields = current.unwrap_or_default();
+            for (name, value) in change.after.iter().flatten() {
+                fields.insert(name.clone(), value.clone());
+            }
+            Some(fields)
+        }
+    }
+}
+
+/// The rest of an apply's commit, made part by part from the plan's
+/// changes and the state: first the objects (each object's fields in the
+/// state, with its applied changes on top), then the history entries and
+/// notifications of the applied changes.
+struct ApplyParts {
+    /// [`by_object`]'s order; emptied once the objects are made.
+    order: Vec<usize>,
+    /// Which changes are applied.
+    applied: Vec<bool>,
+    /// Where the objects continue, in `order`.
+    objects_at: usize,
+    /// Where the history continues, in the changes.
+    history_at: usize,
+    /// The applied changes of accounts, for [`AccountsAfter`].
+    accounts: Vec<usize>,
+    now: Timestamp,
+    plan_id: String,
+    actor: Option<String>,
+    revision: Option<String>,
+}
+
+impl ApplyParts {
+    fn objects(
+        &mut self,
+        changes: &[Change],
+        state: &State,
+    ) -> Vec<(Kind, String, Option<Fields>)> {
+        let mut objects = Vec::new();
+        let mut groups = ObjectGroups::new(changes, &self.order[self.objects_at..]);
+        while objects.len() < PART_CHANGES {
+            let Some(group) = groups.next() else { break };
+            self.objects_at += group.len();
+            if !group.iter().any(|&index| self.applied[index]) {
+                continue;
+            }
+            let first = &changes[group[0]];
+            let mut current = state.fields(first.kind, &first.object);
+            for &index in group.iter().filter(|&&index| self.applied[index]) {
+                current = next_fields(&changes[index], current);
+            }
+            objects.push((first.kind, first.object.clone(), current));
+        }
+        if self.objects_at == self.order.len() {
+            self.order = Vec::new();
+            self.objects_at = 0;
+        }
+        objects
+    }
+
+    fn history(
+        &mut self,
+        changes: &[Change],
+        state: &State,
+    ) -> (Vec<HistoryEntry>, Vec<Notification>) {
+        let accounts = AccountsAfter::of(state, self.accounts.iter().map(|&index| &changes[index]));
+        let (mut history, mut notifications) = (Vec::new(), Vec::new());
+        while history.len() < PART_CHANGES && self.history_at < changes.len() {
+            let index = self.history_at;
+            self.history_at += 1;
+            if !self.applied[index] {
+                continue;
+            }
+            let change = &changes[index];
+            history.push(HistoryEntry {
+                seq: 0,
+                time: self.now,
+                plan_id: self.plan_id.clone(),
+                actor: self.actor.clone(),
+                revision: self.revision.clone(),
+                change: change.clone(),
+            });
+            notifications.extend(notifications_for(change, &accounts, self.now));
+        }
+        (history, notifications)
+    }
+}
+
+impl MakeParts for ApplyParts {
+    fn next_part(
+        &mut self,
+        changes: &[Change],
+        state: &State,
+    ) -> Option<Result<Commit<'static>, StoreError>> {
+        while !self.order.is_empty() {
+            let objects = self.objects(changes, state);
+            if !objects.is_empty() {
+                return Some(Ok(Commit {
+                    objects,
+                    ..Commit::default()
+                }));
+            }
+        }
+        let (history, notifications) = self.history(changes, state);
+        if history.is_empty() {
+            return None;
+        }
+        Some(Ok(Commit {
+            history,
+            notifications,
+            ..Commit::default()
+        }))
+    }
 }
 
 enum Decision {
@@ -231,9 +412,10 @@ struct AccountsAfter<'a> {
 }
 
 impl<'a> AccountsAfter<'a> {
-    fn of(state: &'a State, applied: &[&'a Change]) -> AccountsAfter<'a> {
+    /// `applied`: the applied changes, in plan order (those of accounts
+    /// suffice).
+    fn of(state: &'a State, applied: impl Iterator<Item = &'a Change>) -> AccountsAfter<'a> {
         let changed = applied
-            .iter()
             .filter(|c| c.kind == Kind::Account && c.action != Action::Remove)
             .filter_map(|c| Some((c.object.as_str(), c.after.as_ref()?)))
             .collect();
@@ -427,4 +609,200 @@ fn notifications_for(
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::store::sled_store::tests::sample_state;
+
+    fn fields(value: serde_json::Value) -> Option<Fields> {
+        match value {
+            serde_json::Value::Object(fields) => Some(fields),
+            _ => None,
+        }
+    }
+
+    fn change(action: Action, kind: Kind, object: &str, before: &str, after: &str) -> Change {
+        let parse = |text: &str| fields(serde_json::from_str(text).expect("json"));
+        Change::new(
+            action,
+            kind,
+            object,
+            "acme",
+            parse(before),
+            parse(after),
+            "test",
+        )
+    }
+
+    fn context() -> ApplyContext {
+        ApplyContext {
+            now: Some("2026-11-23T12:00:00Z".parse().expect("timestamp")),
+            actor: Some("alice@acme.com".into()),
+            revision: None,
+        }
+    }
+
+    #[test]
+    fn the_commit_writes_each_object_once_with_all_its_changes_and_the_history_in_plan_order() {
+        let state = sample_state();
+        let plan = Plan::new(
+            vec![
+                change(
+                    Action::Transfer,
+                    Kind::Asset,
+                    "proof/p-3",
+                    r#"{"owner": "user:bob@acme.com"}"#,
+                    r#"{"owner": "group:analysts"}"#,
+                ),
+                change(
+                    Action::Create,
+                    Kind::Organization,
+                    "lab",
+                    "null",
+                    r#"{"account": "acme"}"#,
+                ),
+                // Already done: skipped.
+                change(
+                    Action::Transfer,
+                    Kind::Asset,
+                    "dataset/ds-1",
+                    r#"{"owner": "user:bob@acme.com"}"#,
+                    r#"{"owner": "group:analysts"}"#,
+                ),
+                // A second change of proof/p-3, against the first's result.
+                change(
+                    Action::Update,
+                    Kind::Asset,
+                    "proof/p-3",
+                    r#"{"tags": {"project": "x"}}"#,
+                    r#"{"tags": {"project": "y"}}"#,
+                ),
+                change(
+                    Action::Remove,
+                    Kind::Grant,
+                    "folder/fo-1:bob@acme.com",
+                    r#"{"level": "read"}"#,
+                    "null",
+                ),
+            ],
+            Vec::new(),
+        );
+        let outcome = prepare(&plan, &state, &context()).expect("prepare");
+        assert_eq!((outcome.applied, outcome.skipped), (4, 1));
+        let commit = outcome.commit.into_whole().expect("parts");
+        let written: Vec<(Kind, &str)> = commit
+            .objects
+            .iter()
+            .map(|(kind, id, _)| (*kind, id.as_str()))
+            .collect();
+        assert_eq!(
+            written,
+            vec![
+                (Kind::Organization, "lab"),
+                (Kind::Asset, "proof/p-3"),
+                (Kind::Grant, "folder/fo-1:bob@acme.com"),
+            ]
+        );
+        let proof = commit.objects[1].2.as_ref().expect("fields");
+        assert_eq!(proof["owner"], json!("group:analysts"));
+        assert_eq!(proof["tags"], json!({"project": "y"}));
+        assert_eq!(proof["creator"], json!("bob@acme.com"));
+        assert!(commit.objects[2].2.is_none());
+        let history: Vec<usize> = commit
+            .history
+            .iter()
+            .map(|entry| {
+                plan.changes
+                    .iter()
+                    .position(|change| *change == entry.change)
+                    .expect("a change of the plan")
+            })
+            .collect();
+        assert_eq!(history, vec![0, 1, 3, 4]);
+        assert!(commit
+            .history
+            .iter()
+            .all(|entry| entry.plan_id == plan.id()
+                && entry.actor.as_deref() == Some("alice@acme.com")));
+    }
+
+    #[test]
+    fn conflicts_are_reported_in_plan_order_and_nothing_is_committed() {
+        let state = sample_state();
+        let plan = Plan::new(
+            vec![
+                change(
+                    Action::Transfer,
+                    Kind::Asset,
+                    "proof/p-3",
+                    r#"{"owner": "user:carol@acme.com"}"#,
+                    r#"{"owner": "group:analysts"}"#,
+                ),
+                change(
+                    Action::Update,
+                    Kind::Account,
+                    "acme",
+                    r#"{"credits": 1}"#,
+                    r#"{"credits": 2}"#,
+                ),
+            ],
+            Vec::new(),
+        );
+        match prepare(&plan, &state, &context()) {
+            Err(ApplyError::Conflicts(conflicts)) => assert_eq!(
+                conflicts
+                    .iter()
+                    .map(|conflict| conflict.object.as_str())
+                    .collect::<Vec<_>>(),
+                vec!["proof/p-3", "acme"]
+            ),
+            other => panic!("expected conflicts, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_invalid_object_refuses_the_plan_naming_its_first_change() {
+        let state = sample_state();
+        let plan = Plan::new(
+            vec![change(
+                Action::Transfer,
+                Kind::Asset,
+                "proof/p-3",
+                r#"{"owner": "user:bob@acme.com"}"#,
+                r#"{"owner": "nobody at all"}"#,
+            )],
+            Vec::new(),
+        );
+        match prepare(&plan, &state, &context()) {
+            Err(ApplyError::InvalidChange {
+                change_id, object, ..
+            }) => assert_eq!(
+                (change_id.as_str(), object.as_str()),
+                (plan.changes[0].id.as_str(), "proof/p-3")
+            ),
+            other => panic!("expected an invalid change, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_plan_already_applied_commits_nothing() {
+        let state = sample_state();
+        let plan = Plan::new(
+            vec![change(
+                Action::Transfer,
+                Kind::Asset,
+                "dataset/ds-1",
+                r#"{"owner": "user:bob@acme.com"}"#,
+                r#"{"owner": "group:analysts"}"#,
+            )],
+            Vec::new(),
+        );
+        let outcome = prepare(&plan, &state, &context()).expect("prepare");
+        assert_eq!((outcome.applied, outcome.skipped), (0, 1));
+        assert!(outcome.commit.is_empty());
+    }
 }

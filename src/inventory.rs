@@ -3,6 +3,11 @@
 //! declared. `deed inventory import FILE` parses JSON lines or a YAML list of
 //! records into a [`Commit`], all or nothing.
 //!
+//! Every record is checked before anything is written; the commit's objects
+//! and history entries are then made part by part ([`PART_ASSETS`] assets at
+//! a time) while the store writes them, so an import of a million assets
+//! holds the typed assets once, not their field maps and history entries too.
+//!
 //! Architecture invariant: pure; the caller reads the file and commits.
 
 use std::collections::BTreeMap;
@@ -15,7 +20,10 @@ use crate::model::{
     Kind, Owner, State, Timestamp,
 };
 use crate::plan::{Action, Change};
-use crate::store::{Commit, HistoryEntry};
+use crate::store::{Commit, HistoryEntry, MakeParts, Parts, StoreError};
+
+/// Assets per part of the commit.
+pub const PART_ASSETS: usize = 10_000;
 
 /// One record as written in the file.
 #[derive(Debug, Deserialize)]
@@ -37,27 +45,31 @@ struct Record {
 
 /// The result of parsing an import: what it writes and how much.
 #[derive(Debug)]
-pub struct Import {
-    pub commit: Commit,
+pub struct Import<'a> {
+    /// What the import writes; it borrows the state it was parsed against.
+    pub commit: Commit<'a>,
+    /// Records of each type in the file (the last of an id counts).
     pub assets: usize,
     pub invoices: usize,
     pub credits: usize,
+    /// Objects and invoices that differ from the state, which the commit
+    /// writes.
+    pub changed: usize,
 }
 
 /// Parses `text` (from `path`, for messages) against `state`. Every bad
 /// record is reported with its line; any error imports nothing.
-pub fn parse_import(
+pub fn parse_import<'a>(
     path: &str,
     text: &str,
-    state: &State,
+    state: &'a State,
     now: Timestamp,
-) -> Result<Import, Vec<Diagnostic>> {
-    let records = parse_records(path, text)?;
+) -> Result<Import<'a>, Vec<Diagnostic>> {
     let mut errors = Vec::new();
     let mut assets: BTreeMap<String, Asset> = BTreeMap::new();
     let mut invoices: BTreeMap<String, Invoice> = BTreeMap::new();
     let mut credits: BTreeMap<String, i64> = BTreeMap::new();
-    for (line, record) in records {
+    for_each_record(path, text, |line, record| {
         let mut error = |message: String| errors.push(Diagnostic::at(path, line, 1, message));
         let record_type = record.record_type.as_deref().unwrap_or("asset");
         let account = record
@@ -83,24 +95,24 @@ pub fn parse_import(
             "asset" => {
                 let Some(id) = record.id.clone() else {
                     error("asset: missing field `id`".into());
-                    continue;
+                    return;
                 };
                 if let Err(message) = validate_asset_id(&id) {
                     error(message);
-                    continue;
+                    return;
                 }
                 let Some(account) = known_account(&mut error) else {
-                    continue;
+                    return;
                 };
                 let Some(owner_text) = record.owner.as_deref() else {
                     error(format!("asset {id}: missing field `owner`"));
-                    continue;
+                    return;
                 };
                 let owner: Owner = match owner_text.parse() {
                     Ok(owner) => owner,
                     Err(message) => {
                         error(format!("asset {id}: {message}"));
-                        continue;
+                        return;
                     }
                 };
                 let creator = match &record.creator {
@@ -121,7 +133,7 @@ pub fn parse_import(
                     }
                 }
                 if bad {
-                    continue;
+                    return;
                 }
                 assets.insert(
                     id,
@@ -147,17 +159,17 @@ pub fn parse_import(
                     record.organization.clone(),
                 ) else {
                     error("invoice: needs `id`, `product` and `organization`".into());
-                    continue;
+                    return;
                 };
                 if let Err(message) = validate_object_id(&id) {
                     error(format!("invoice: {message}"));
-                    continue;
+                    return;
                 }
                 if !state.organizations.contains_key(&organization) {
                     error(format!(
                         "invoice {id}: unknown organization `{organization}`"
                     ));
-                    continue;
+                    return;
                 }
                 invoices.insert(
                     id,
@@ -169,11 +181,11 @@ pub fn parse_import(
             }
             "credits" => {
                 let Some(account) = known_account(&mut error) else {
-                    continue;
+                    return;
                 };
                 let Some(balance) = record.balance else {
                     error("credits: missing field `balance`".into());
-                    continue;
+                    return;
                 };
                 credits.insert(account, balance);
             }
@@ -181,109 +193,163 @@ pub fn parse_import(
                 "unknown record type `{other}` (expected asset, invoice or credits)"
             )),
         }
-    }
+    })?;
     if !errors.is_empty() {
         return Err(errors);
     }
-    let mut commit = Commit::default();
-    let history = |action: Action,
-                   kind: Kind,
-                   object: &str,
-                   account: &str,
-                   before: Option<crate::model::Fields>,
-                   after: Option<crate::model::Fields>| HistoryEntry {
-        seq: 0,
-        time: now,
-        plan_id: "inventory-import".into(),
-        actor: None,
-        revision: None,
-        change: Change::new(
-            action,
-            kind,
-            object,
-            account,
-            before,
-            after,
-            format!("inventory import of {path}"),
-        ),
-    };
     let (asset_count, invoice_count, credit_count) = (assets.len(), invoices.len(), credits.len());
-    for (id, asset) in assets {
-        let before = state.assets.get(&id);
-        if before == Some(&asset) {
-            continue;
-        }
-        let action = if before.is_some() {
-            Action::Update
-        } else {
-            Action::Create
+    // What the commit writes: what differs from the state.
+    assets.retain(|id, asset| state.assets.get(id) != Some(&*asset));
+    invoices.retain(|id, invoice| state.invoices.get(id) != Some(&*invoice));
+    credits.retain(|account, balance| {
+        state
+            .accounts
+            .get(account)
+            .is_some_and(|account| account.credits != *balance)
+    });
+    let changed = assets.len() + invoices.len() + credits.len();
+    let commit = if changed == 0 {
+        Commit::default()
+    } else {
+        let records = 2 * assets.len() + invoices.len() + 2 * credits.len();
+        let maker = ImportParts {
+            now,
+            reason: format!("inventory import of {path}"),
+            assets: assets.into_iter(),
+            invoices,
+            credits,
         };
-        let entry = history(
-            action,
-            Kind::Asset,
-            &id,
-            &asset.account,
-            before.map(to_fields),
-            Some(to_fields(&asset)),
-        );
-        commit.history.push(entry);
-        commit
-            .objects
-            .push((Kind::Asset, id, Some(to_fields(&asset))));
-    }
-    for (id, invoice) in invoices {
-        if state.invoices.get(&id) != Some(&invoice) {
-            commit.invoices.push((id, Some(invoice)));
+        Commit {
+            rest: Some(Parts::new(records, &[], state, maker)),
+            ..Commit::default()
         }
-    }
-    for (account_id, balance) in credits {
-        let Some(account) = state.accounts.get(&account_id) else {
-            continue;
-        };
-        if account.credits == balance {
-            continue;
-        }
-        let updated = Account {
-            credits: balance,
-            ..account.clone()
-        };
-        let mut before = serde_json::Map::new();
-        before.insert("credits".into(), account.credits.into());
-        let mut after = serde_json::Map::new();
-        after.insert("credits".into(), balance.into());
-        commit.history.push(history(
-            Action::Update,
-            Kind::Account,
-            &account_id,
-            &account_id,
-            Some(before),
-            Some(after),
-        ));
-        commit
-            .objects
-            .push((Kind::Account, account_id, Some(to_fields(&updated))));
-    }
+    };
     Ok(Import {
         commit,
         assets: asset_count,
         invoices: invoice_count,
         credits: credit_count,
+        changed,
     })
 }
 
-/// Records with their 1-based line numbers: JSON lines when the first
-/// non-blank character is `{`, otherwise a YAML list.
-fn parse_records(path: &str, text: &str) -> Result<Vec<(usize, Record)>, Vec<Diagnostic>> {
+/// The commit of an import, made part by part against the state: the
+/// changed assets (object and history entry each), sorted by id, then the
+/// invoices and credit balances.
+struct ImportParts {
+    now: Timestamp,
+    /// The reason of every history entry.
+    reason: String,
+    assets: std::collections::btree_map::IntoIter<String, Asset>,
+    /// Written in the last part; emptied then.
+    invoices: BTreeMap<String, Invoice>,
+    credits: BTreeMap<String, i64>,
+}
+
+impl ImportParts {
+    /// The next assets, or `None` when they are all written.
+    fn assets(&mut self, state: &State) -> Option<Commit<'static>> {
+        let mut part = Commit::default();
+        for (id, asset) in self.assets.by_ref().take(PART_ASSETS) {
+            let before = state.assets.get(&id);
+            let action = if before.is_some() {
+                Action::Update
+            } else {
+                Action::Create
+            };
+            let after = to_fields(&asset);
+            let change = Change::new(
+                action,
+                Kind::Asset,
+                id.as_str(),
+                asset.account.as_str(),
+                before.map(to_fields),
+                Some(after.clone()),
+                self.reason.as_str(),
+            );
+            part.history.push(history_entry(self.now, change));
+            part.objects.push((Kind::Asset, id, Some(after)));
+        }
+        (!part.is_empty()).then_some(part)
+    }
+
+    /// The invoices and credit balances, once.
+    fn rest(&mut self, state: &State) -> Option<Commit<'static>> {
+        let mut part = Commit::default();
+        for (id, invoice) in std::mem::take(&mut self.invoices) {
+            part.invoices.push((id, Some(invoice)));
+        }
+        for (account_id, balance) in std::mem::take(&mut self.credits) {
+            let Some(account) = state.accounts.get(&account_id) else {
+                continue;
+            };
+            let updated = Account {
+                credits: balance,
+                ..account.clone()
+            };
+            let mut before = serde_json::Map::new();
+            before.insert("credits".into(), account.credits.into());
+            let mut after = serde_json::Map::new();
+            after.insert("credits".into(), balance.into());
+            let change = Change::new(
+                Action::Update,
+                Kind::Account,
+                account_id.as_str(),
+                account_id.as_str(),
+                Some(before),
+                Some(after),
+                self.reason.as_str(),
+            );
+            part.history.push(history_entry(self.now, change));
+            part.objects
+                .push((Kind::Account, account_id, Some(to_fields(&updated))));
+        }
+        (!part.is_empty()).then_some(part)
+    }
+}
+
+impl MakeParts for ImportParts {
+    fn next_part(
+        &mut self,
+        _changes: &[Change],
+        state: &State,
+    ) -> Option<Result<Commit<'static>, StoreError>> {
+        self.assets(state).or_else(|| self.rest(state)).map(Ok)
+    }
+}
+
+/// The history entry of an imported change.
+fn history_entry(now: Timestamp, change: Change) -> HistoryEntry {
+    HistoryEntry {
+        seq: 0,
+        time: now,
+        plan_id: "inventory-import".into(),
+        actor: None,
+        revision: None,
+        change,
+    }
+}
+
+/// Calls `each` with every record and its 1-based line number, in order:
+/// JSON lines (read one line at a time) when the first non-blank character
+/// is `{`, otherwise a YAML list. A record that does not parse is an error;
+/// when there is any, only those errors are returned (and `each` is not
+/// called past the first).
+fn for_each_record(
+    path: &str,
+    text: &str,
+    mut each: impl FnMut(usize, Record),
+) -> Result<(), Vec<Diagnostic>> {
     let first = text.trim_start().chars().next();
     if first == Some('{') {
-        let mut records = Vec::new();
         let mut errors = Vec::new();
         for (index, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
             }
             match serde_json::from_str::<Record>(line) {
-                Ok(record) => records.push((index + 1, record)),
+                Ok(record) if errors.is_empty() => each(index + 1, record),
+                Ok(_) => {}
                 Err(error) => errors.push(Diagnostic::at(
                     path,
                     index + 1,
@@ -293,12 +359,12 @@ fn parse_records(path: &str, text: &str) -> Result<Vec<(usize, Record)>, Vec<Dia
             }
         }
         if errors.is_empty() {
-            Ok(records)
+            Ok(())
         } else {
             Err(errors)
         }
     } else if first.is_none() {
-        Ok(Vec::new())
+        Ok(())
     } else {
         // Each item's line: a YAML list item starts with `- ` at column 1.
         let item_lines: Vec<usize> = text
@@ -308,11 +374,12 @@ fn parse_records(path: &str, text: &str) -> Result<Vec<(usize, Record)>, Vec<Dia
             .map(|(index, _)| index + 1)
             .collect();
         match serde_yaml::from_str::<Vec<Record>>(text) {
-            Ok(records) => Ok(records
-                .into_iter()
-                .enumerate()
-                .map(|(index, record)| (item_lines.get(index).copied().unwrap_or(1), record))
-                .collect()),
+            Ok(records) => {
+                for (index, record) in records.into_iter().enumerate() {
+                    each(item_lines.get(index).copied().unwrap_or(1), record);
+                }
+                Ok(())
+            }
             Err(error) => {
                 let (line, column) = error.location().map_or((1, 1), |l| (l.line(), l.column()));
                 Err(vec![Diagnostic::at(

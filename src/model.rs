@@ -284,9 +284,33 @@ impl Serialize for Owner {
 }
 
 impl<'de> Deserialize<'de> for Owner {
+    /// Parses the text where the deserializer has it (a state loads a
+    /// million owners): no owned copy of `user:...` before the lowercase one.
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
+        deserializer.deserialize_str(OwnerVisitor)
+    }
+}
+
+/// Reads an [`Owner`] from a string, as `String` would accept it (text, or
+/// bytes that are UTF-8).
+struct OwnerVisitor;
+
+impl serde::de::Visitor<'_> for OwnerVisitor {
+    type Value = Owner;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("a string")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Owner, E> {
+        text.parse().map_err(E::custom)
+    }
+
+    fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Owner, E> {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => self.visit_str(text),
+            Err(_) => Err(E::invalid_value(serde::de::Unexpected::Bytes(bytes), &self)),
+        }
     }
 }
 
@@ -794,24 +818,50 @@ pub fn validate_group_name(name: &str) -> Result<(), String> {
 /// Checks an email: one `@`, a non-empty local part, a domain with a dot, no
 /// spaces. Case is ignored (emails are stored lowercase).
 pub fn validate_email(email: &str) -> Result<(), String> {
-    let bad = || format!("bad email `{email}`: expected name@domain.tld");
-    let (local, domain) = email.split_once('@').ok_or_else(bad)?;
-    let ok = !local.is_empty()
-        && local.len() <= 64
-        && domain.len() <= 253
-        && !domain.contains('@')
-        && domain.contains('.')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && !domain.contains("..")
-        && email
-            .chars()
-            .all(|c| !c.is_whitespace() && !c.is_control() && c != ':' && c != '/');
-    if ok {
+    if email_is_valid(email) {
         Ok(())
     } else {
-        Err(bad())
+        Err(format!("bad email `{email}`: expected name@domain.tld"))
     }
+}
+
+/// The rules of [`validate_email`]: a non-empty local part of at most 64
+/// bytes, one `@`, a domain of at most 253 bytes with a dot, not starting or
+/// ending with one, without `..`; no whitespace, control character, `:` or
+/// `/`. ASCII (every stored email) is checked in one pass over the bytes;
+/// there, whitespace is a space or a control character.
+fn email_is_valid(email: &str) -> bool {
+    let Some((local, domain)) = email.split_once('@') else {
+        return false;
+    };
+    if local.is_empty() || local.len() > 64 || domain.len() > 253 {
+        return false;
+    }
+    if !email.is_ascii() {
+        return !domain.contains('@')
+            && domain.contains('.')
+            && !domain.starts_with('.')
+            && !domain.ends_with('.')
+            && !domain.contains("..")
+            && email
+                .chars()
+                .all(|c| !c.is_whitespace() && !c.is_control() && c != ':' && c != '/');
+    }
+    let allowed = |byte: u8| byte > b' ' && byte != 0x7f && byte != b':' && byte != b'/';
+    if !local.bytes().all(allowed) {
+        return false;
+    }
+    // Starting from a dot makes a leading dot fail as `..` does.
+    let mut previous = b'.';
+    let mut has_dot = false;
+    for byte in domain.bytes() {
+        if byte == b'@' || !allowed(byte) || (byte == b'.' && previous == b'.') {
+            return false;
+        }
+        has_dot |= byte == b'.';
+        previous = byte;
+    }
+    has_dot && previous != b'.'
 }
 
 /// Checks an asset id: `<kind>/<id>` with a known kind.
@@ -866,6 +916,77 @@ mod tests {
             Owner::Group("analysts".into())
         );
         assert!("analysts".parse::<Owner>().is_err());
+    }
+
+    #[test]
+    fn email_validation_keeps_its_rules_for_ascii_and_other_text() {
+        fn reference(email: &str) -> bool {
+            let Some((local, domain)) = email.split_once('@') else {
+                return false;
+            };
+            !local.is_empty()
+                && local.len() <= 64
+                && domain.len() <= 253
+                && !domain.contains('@')
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !domain.contains("..")
+                && email
+                    .chars()
+                    .all(|c| !c.is_whitespace() && !c.is_control() && c != ':' && c != '/')
+        }
+        let long_local = format!("{}@acme.com", "x".repeat(65));
+        let long_domain = format!("bob@{}.com", "d".repeat(250));
+        let cases = [
+            "bob@acme.com",
+            "Bob@Acme.COM",
+            "@acme.com",
+            "bob@",
+            "bob@acme",
+            "bob@.acme.com",
+            "bob@acme.com.",
+            "bob@acme..com",
+            "bob@@acme.com",
+            "bob@acme@x.com",
+            "b b@acme.com",
+            "b\u{b}b@acme.com",
+            "b\tb@acme.com",
+            "bob@acme.com\n",
+            "b:b@acme.com",
+            "b/b@acme.com",
+            "bob@ac\u{7f}me.com",
+            "bøb@acme.com",
+            "bob@acme\u{a0}.com",
+            "bob@acme\u{2028}.com",
+            "bob@acmé..com",
+            "bob@.acmé.com",
+            "bob",
+            "",
+            "a.b-c+d@sub.acme.io",
+            &long_local,
+            &long_domain,
+        ];
+        for email in cases {
+            assert_eq!(validate_email(email).is_ok(), reference(email), "{email:?}");
+        }
+    }
+
+    #[test]
+    fn owners_decode_from_json_text_or_refuse_other_types() {
+        let owner: Owner = serde_json::from_str("\"user:Bob@Acme.com\"").unwrap();
+        assert_eq!(owner, Owner::User("bob@acme.com".into()));
+        let owner: Owner = serde_json::from_str("\"group:analysts\"").unwrap();
+        assert_eq!(owner, Owner::Group("analysts".into()));
+        let error = serde_json::from_str::<Owner>("5").unwrap_err().to_string();
+        assert!(error.contains("expected a string"), "{error}");
+        let error = serde_json::from_str::<Owner>("\"nobody\"").unwrap_err();
+        assert!(error.to_string().contains("bad owner `nobody`"), "{error}");
+        let value = serde_json::json!("user:bob@acme.com");
+        assert_eq!(
+            serde_json::from_value::<Owner>(value).unwrap(),
+            Owner::User("bob@acme.com".into())
+        );
     }
 
     #[test]

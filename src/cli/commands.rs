@@ -80,6 +80,63 @@ fn load_specs(config: &Config) -> Result<Desired> {
     crate::spec::load(&config.specs).map_err(|diagnostics| report(&diagnostics, "in the specs"))
 }
 
+/// The state, loaded on a thread of its own while this one reads the specs;
+/// the thread then closes the store while this one plans. Dropping the
+/// loader waits for the thread: the store is closed (and its lock released)
+/// before the command returns.
+struct StateLoader {
+    state: std::sync::mpsc::Receiver<Result<State>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StateLoader {
+    /// Starts opening the state for reading and loading it.
+    fn start(config: &Config) -> StateLoader {
+        let location = config.state.clone();
+        let (sender, state) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || match store::open(&location, Access::Read) {
+            Ok(store) => {
+                let _ = sender.send(store.load().map_err(anyhow::Error::from));
+                // Closed here, while the command plans.
+                drop(store);
+            }
+            Err(error) => {
+                let _ = sender.send(Err(error.into()));
+            }
+        });
+        StateLoader {
+            state,
+            thread: Some(thread),
+        }
+    }
+
+    /// The loaded state, once it is there.
+    fn state(&mut self) -> Result<State> {
+        match self.state.recv() {
+            Ok(state) => state,
+            // The thread ended without sending: its panic goes on here.
+            Err(_) => {
+                if let Some(Err(panic)) = self.thread.take().map(|thread| thread.join()) {
+                    std::panic::resume_unwind(panic);
+                }
+                bail!("the state could not be loaded")
+            }
+        }
+    }
+}
+
+impl Drop for StateLoader {
+    fn drop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            if let Err(panic) = thread.join() {
+                if !std::thread::panicking() {
+                    std::panic::resume_unwind(panic);
+                }
+            }
+        }
+    }
+}
+
 fn open(config: &Config, access: Access) -> Result<Box<dyn Store>> {
     Ok(store::open(&config.state, access)?)
 }
@@ -95,6 +152,9 @@ fn validate(config: &Config) -> Result<Outcome> {
         plural(desired.products.len(), "product"),
         plural(desired.licenses.len(), "license")
     );
+    // The process ends right after: freeing every object one by one would
+    // only cost time (a tenth of `validate` at scale).
+    std::mem::forget(desired);
     Ok(Outcome::Success)
 }
 
@@ -155,14 +215,18 @@ fn changed_accounts(plan: &Plan) -> Vec<String> {
 fn plan_command(args: &PlanArgs, config: &Config) -> Result<Outcome> {
     check_max_removal(args.max_removal)?;
     let started = std::time::Instant::now();
-    let desired = load_specs(config)?;
+    let mut state_loader = StateLoader::start(config);
+    // The specs are read on this thread meanwhile; their errors come first.
+    let desired = load_specs(config);
     let specs_loaded = started.elapsed();
-    let state = open(config, Access::Read)?.load()?;
+    let state = state_loader.state();
+    let (desired, state) = (desired?, state?);
     let state_loaded = started.elapsed();
     let plan = make_plan(&desired, &state, config)?;
+    // Both loads start at once: each time is from the start.
     tracing::debug!(
         specs_ms = specs_loaded.as_millis() as u64,
-        state_ms = (state_loaded - specs_loaded).as_millis() as u64,
+        state_ms = state_loaded.as_millis() as u64,
         plan_ms = (started.elapsed() - state_loaded).as_millis() as u64,
         changes = plan.changes.len(),
         "planned"
@@ -220,6 +284,10 @@ fn plan_command(args: &PlanArgs, config: &Config) -> Result<Outcome> {
         }
     }
     stdout.flush()?;
+    // The process ends with this command: leave the specs and the state to
+    // it rather than free their hundreds of thousands of objects one by one.
+    std::mem::forget(desired);
+    std::mem::forget(state);
     if let Some(refusal) = refusal {
         bail!("{refusal}");
     }
@@ -277,6 +345,7 @@ fn apply_command(args: &ApplyArgs, config: &Config) -> Result<Outcome> {
         Some(path) => {
             let plan = read_plan_file(path)?;
             let store = open(config, Access::Write { wait: args.wait })?;
+            store.set_progress(Some(CommitBar::new()));
             let state = store.load()?;
             reconcile::check_plan(&plan, &state, &options)?;
             let context = ApplyContext {
@@ -293,6 +362,7 @@ fn apply_command(args: &ApplyArgs, config: &Config) -> Result<Outcome> {
         None => {
             let desired = load_specs(config)?;
             let store = open(config, Access::Write { wait: args.wait })?;
+            store.set_progress(Some(CommitBar::new()));
             let reconciled = reconcile::reconcile(&desired, store.as_ref(), &options)?;
             let text_options = render::text::TextOptions {
                 color: config.color,
@@ -315,6 +385,85 @@ fn apply_command(args: &ApplyArgs, config: &Config) -> Result<Outcome> {
         plural(applied, "change")
     );
     Ok(Outcome::Success)
+}
+
+/// The progress bar of a long commit (`apply`, `inventory import`), over
+/// the records the store writes. It is drawn on standard error only once
+/// the commit has taken more than a second, and never when standard error
+/// is not a terminal (indicatif hides it then), so pipes, logs and tests see
+/// nothing of it.
+struct CommitBar {
+    bar: indicatif::ProgressBar,
+    started: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Whether the bar was given standard error to draw on.
+    shown: std::sync::atomic::AtomicBool,
+}
+
+impl CommitBar {
+    /// How long a commit runs before its bar is drawn.
+    const DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+
+    fn new() -> std::sync::Arc<dyn store::CommitProgress> {
+        let bar = indicatif::ProgressBar::hidden();
+        let style = indicatif::ProgressStyle::with_template(
+            "{msg:>9} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} records, {eta} left",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        bar.set_style(style);
+        std::sync::Arc::new(CommitBar {
+            bar,
+            started: std::sync::Mutex::new(None),
+            shown: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    fn started(&self) -> std::sync::MutexGuard<'_, Option<std::time::Instant>> {
+        self.started
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl store::CommitProgress for CommitBar {
+    fn start(&self, phase: &'static str, records: u64) {
+        // The clock (of the delay, and the elapsed time shown) starts with
+        // the commit's first phase.
+        let mut started = self.started();
+        if started.is_none() {
+            *started = Some(std::time::Instant::now());
+            self.bar.reset_elapsed();
+        }
+        drop(started);
+        self.bar.set_message(phase);
+        self.bar.set_length(records);
+        self.bar.set_position(0);
+        self.bar.reset_eta();
+    }
+
+    fn advance(&self, records: u64) {
+        self.bar.inc(records);
+        if self
+            .bar
+            .length()
+            .is_some_and(|length| self.bar.position() > length)
+        {
+            self.bar.set_length(self.bar.position());
+        }
+        let due = || {
+            self.started()
+                .is_some_and(|started| started.elapsed() >= Self::DELAY)
+        };
+        if !self.shown.load(std::sync::atomic::Ordering::Relaxed) && due() {
+            self.shown.store(true, std::sync::atomic::Ordering::Relaxed);
+            self.bar
+                .set_draw_target(indicatif::ProgressDrawTarget::stderr());
+        }
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+        *self.started() = None;
+    }
 }
 
 fn daemon_command(args: &super::args::DaemonArgs, config: &Config) -> Result<Outcome> {
@@ -501,11 +650,12 @@ fn read_input(path: &Path) -> Result<String> {
 fn inventory_import(file: &Path, wait: bool, config: &Config) -> Result<Outcome> {
     let text = read_input(file)?;
     let store = open(config, Access::Write { wait })?;
+    store.set_progress(Some(CommitBar::new()));
     let state = store.load()?;
     let path = file.display().to_string();
     let import = crate::inventory::parse_import(&path, &text, &state, config.now)
         .map_err(|diagnostics| report(&diagnostics, "in the inventory"))?;
-    let written = import.commit.objects.len() + import.commit.invoices.len();
+    let written = import.changed;
     if !import.commit.is_empty() {
         store.commit(import.commit)?;
     }

@@ -7,9 +7,11 @@
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use std::collections::BTreeMap;
+
 use crate::model::{
-    Account, Asset, Fields, Grant, Group, Kind, License, Membership, Organization, Product, State,
-    User,
+    Account, Asset, Fields, Grant, Group, Invoice, Kind, License, Membership, Organization,
+    Product, State, User,
 };
 
 /// Generates [`Object`], one variant per kind, and the per-kind dispatch.
@@ -32,7 +34,7 @@ macro_rules! objects {
             /// Decodes the stored bytes of an object of `kind`.
             pub(crate) fn decode(kind: Kind, bytes: &[u8]) -> serde_json::Result<Object> {
                 Ok(match kind {
-                    $(Kind::$variant => Object::$variant(serde_json::from_slice(bytes)?),)*
+                    $(Kind::$variant => Object::$variant(from_stored(bytes)?),)*
                 })
             }
 
@@ -54,6 +56,78 @@ macro_rules! objects {
                     })*
                 }
             }
+        }
+
+        /// Builds a [`State`] from records read in key order, which keeps
+        /// each kind together and each kind's ids sorted (sled scans in key
+        /// order): a kind's map is built in bulk, in linear time, as soon as
+        /// the records of the next one start, instead of by one insertion
+        /// after another. Records out of order are still placed right, only
+        /// slower.
+        #[derive(Default)]
+        pub(crate) struct StateBuilder {
+            state: State,
+            /// What the pending records are.
+            pending: Option<Pending>,
+            $($map: Vec<(String, $variant)>,)*
+            invoices: Vec<(String, Invoice)>,
+        }
+
+        impl StateBuilder {
+            /// Decodes the stored bytes of object `id` of `kind` and keeps
+            /// it for the state.
+            pub(crate) fn decode(
+                &mut self,
+                kind: Kind,
+                id: &str,
+                bytes: &[u8],
+            ) -> serde_json::Result<()> {
+                self.start(Pending::Objects(kind));
+                match kind {
+                    $(Kind::$variant => {
+                        let object: $variant = from_stored(bytes)?;
+                        self.$map.push((id.to_string(), object));
+                    })*
+                }
+                Ok(())
+            }
+
+            /// Decodes the stored bytes of invoice `id` and keeps it.
+            pub(crate) fn decode_invoice(&mut self, id: &str, bytes: &[u8]) -> serde_json::Result<()> {
+                self.start(Pending::Invoices);
+                let invoice: Invoice = from_stored(bytes)?;
+                self.invoices.push((id.to_string(), invoice));
+                Ok(())
+            }
+
+            /// The state of every object and invoice decoded (the last one
+            /// of an id wins).
+            pub(crate) fn build(mut self) -> State {
+                self.flush();
+                self.state
+            }
+
+            /// Moves the pending records into the state when `next` starts
+            /// another group.
+            fn start(&mut self, next: Pending) {
+                if self.pending != Some(next) {
+                    self.flush();
+                    self.pending = Some(next);
+                }
+            }
+
+            fn flush(&mut self) {
+                $(merge(&mut self.state.$map, std::mem::take(&mut self.$map));)*
+                merge(&mut self.state.invoices, std::mem::take(&mut self.invoices));
+            }
+        }
+
+        /// The objects and invoices of two states read from disjoint key
+        /// ranges.
+        pub(crate) fn join_states(mut first: State, second: State) -> State {
+            $(join_maps(&mut first.$map, second.$map);)*
+            join_maps(&mut first.invoices, second.invoices);
+            first
         }
 
         impl Serialize for Object {
@@ -88,6 +162,52 @@ impl Object {
     pub(crate) fn encode(&self) -> serde_json::Result<Vec<u8>> {
         serde_json::to_vec(self)
     }
+}
+
+/// Decodes one stored record. The record is checked to be UTF-8 once, then
+/// parsed as text: cheaper than serde_json checking every string of it
+/// (`from_slice`). A record that is not UTF-8 is parsed as bytes, for the
+/// same error as always.
+pub(crate) fn from_stored<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> serde_json::Result<T> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(bytes),
+    }
+}
+
+/// The records a [`StateBuilder`] holds before they go into their map.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pending {
+    Objects(Kind),
+    Invoices,
+}
+
+/// Adds `entries` to `map`: in bulk into an empty map, else one by one.
+fn merge<T>(map: &mut BTreeMap<String, T>, entries: Vec<(String, T)>) {
+    if entries.is_empty() {
+        return;
+    }
+    if map.is_empty() {
+        *map = bulk_map(entries);
+    } else {
+        map.extend(entries);
+    }
+}
+
+/// Moves `second` into `first` (in linear time when both hold objects).
+fn join_maps<T>(first: &mut BTreeMap<String, T>, mut second: BTreeMap<String, T>) {
+    if first.is_empty() {
+        *first = second;
+    } else {
+        first.append(&mut second);
+    }
+}
+
+/// A map of `entries`. `BTreeMap::from_iter` sorts them first (stably, so
+/// the last of equal ids wins, as with inserts); on entries already sorted
+/// that is one pass, and the tree is then built bottom-up in linear time.
+fn bulk_map<T>(entries: Vec<(String, T)>) -> BTreeMap<String, T> {
+    entries.into_iter().collect()
 }
 
 /// The kind named `name` (`user`, `asset`, ...).
@@ -165,6 +285,58 @@ pub(crate) mod keys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_state_builder_places_records_in_any_order_and_keeps_the_last() {
+        let user = |account: &str| {
+            format!(
+                r#"{{"account":"{account}","role":"member","name":null,"status":"active","invitation_expires":null}}"#
+            )
+        };
+        let group = r#"{"account":"acme","name":"analysts"}"#;
+        let invoice = r#"{"product":"p-1","organization":"lab"}"#;
+        let mut builder = StateBuilder::default();
+        let records = [
+            (Some(Kind::User), "b@acme.com", user("acme")),
+            (Some(Kind::User), "c@acme.com", user("acme")),
+            (Some(Kind::Group), "acme/analysts", group.to_string()),
+            (None, "inv-2", invoice.to_string()),
+            (Some(Kind::User), "a@acme.com", user("acme")),
+            (Some(Kind::User), "c@acme.com", user("globex")),
+            (None, "inv-1", invoice.to_string()),
+        ];
+        let mut expected = State::default();
+        for (kind, id, bytes) in &records {
+            match kind {
+                Some(kind) => {
+                    builder.decode(*kind, id, bytes.as_bytes()).expect("decode");
+                    Object::decode(*kind, bytes.as_bytes())
+                        .expect("decode")
+                        .insert_into(&mut expected, id.to_string());
+                }
+                None => {
+                    builder
+                        .decode_invoice(id, bytes.as_bytes())
+                        .expect("decode");
+                    let invoice = serde_json::from_str(bytes).expect("invoice");
+                    expected.invoices.insert(id.to_string(), invoice);
+                }
+            }
+        }
+        let state = builder.build();
+        assert_eq!(state, expected);
+        assert_eq!(state.users["c@acme.com"].account, "globex");
+        assert_eq!(state.users.len(), 3);
+    }
+
+    #[test]
+    fn records_that_are_not_utf8_fail_as_serde_json_says() {
+        let mut bytes = br#"{"account":"acme","name":"an"#.to_vec();
+        bytes.extend_from_slice(&[0xff, b'"', b'}']);
+        let error = from_stored::<crate::model::Group>(&bytes).expect_err("not UTF-8");
+        let expected = serde_json::from_slice::<crate::model::Group>(&bytes).expect_err("bad");
+        assert_eq!(error.to_string(), expected.to_string());
+    }
 
     #[test]
     fn object_keys_split_back_into_kind_and_id() {

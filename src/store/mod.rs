@@ -5,7 +5,9 @@
 //! dump. sled is the embedded default ([`sled_store`]); a `postgres://` URL
 //! keeps the state in PostgreSQL ([`postgres`]); a dump file opened with
 //! `--state FILE` is a read-only store ([`dump`]). `state migrate` copies a
-//! state between any two of them through a dump ([`migrate`]).
+//! state between any two of them through a dump ([`migrate`]). A large
+//! [`Commit`] is produced in [`Parts`] while it is written; sled writes it
+//! through a write-ahead journal (`journal`), PostgreSQL in one transaction.
 //!
 //! Architecture invariant: the store knows nothing of specs or plans beyond
 //! the records it keeps; compare-and-set decisions are made by
@@ -14,6 +16,7 @@
 
 mod codec;
 pub mod dump;
+mod journal;
 pub mod postgres;
 pub mod sled_store;
 
@@ -58,9 +61,17 @@ pub struct Notification {
     pub delivered: bool,
 }
 
-/// Everything one apply (or import, or accept) writes, committed at once.
-#[derive(Clone, Debug, Default)]
-pub struct Commit {
+/// Everything one apply (or import, or accept) writes, committed at once:
+/// the records in its fields, then, in order, those of every part `rest`
+/// produces. Within one commit the last write of a key wins.
+///
+/// A large commit (an apply of a million transfers, an import of a million
+/// assets) keeps only its first records in the fields and produces the rest
+/// part by part while the store writes them ([`Parts`]), so that deed never
+/// holds the whole commit in memory; the store still writes all of it or
+/// nothing.
+#[derive(Default)]
+pub struct Commit<'a> {
     /// Objects to write (`Some`) or delete (`None`), as their full fields.
     pub objects: Vec<(Kind, String, Option<Fields>)>,
     /// Invoices to write or delete.
@@ -69,6 +80,148 @@ pub struct Commit {
     pub history: Vec<HistoryEntry>,
     /// Notifications to add (or replace, by id).
     pub notifications: Vec<Notification>,
+    /// The rest of the commit, produced on demand after the records above.
+    pub rest: Option<Parts<'a>>,
+}
+
+/// The rest of a [`Commit`], produced part by part while the store writes
+/// it. The parts are made by a [`MakeParts`] from what the commit was
+/// prepared from — the plan's changes (none for an import) and the state
+/// loaded under the writer's lock — which the commit borrows and the caller
+/// keeps. An error from a part abandons the whole commit: nothing of it is
+/// written.
+pub struct Parts<'a> {
+    /// How many records (objects, invoices, history entries, notifications)
+    /// the parts are expected to hold, for progress; an estimate.
+    records: usize,
+    changes: &'a [Change],
+    state: &'a State,
+    maker: Box<dyn MakeParts + Send>,
+}
+
+/// Makes the parts of a large commit, one at a time (see [`Parts`]).
+pub trait MakeParts {
+    /// The next part (a commit whose own `rest` is written before the
+    /// next part), `None` once all are made. `changes` and `state` are the
+    /// ones given to [`Parts::new`].
+    fn next_part(
+        &mut self,
+        changes: &[Change],
+        state: &State,
+    ) -> Option<Result<Commit<'static>, StoreError>>;
+}
+
+impl<'a> Parts<'a> {
+    /// Parts made by `maker` from `changes` and `state`, about `records`
+    /// records in all.
+    pub fn new(
+        records: usize,
+        changes: &'a [Change],
+        state: &'a State,
+        maker: impl MakeParts + Send + 'static,
+    ) -> Parts<'a> {
+        Parts {
+            records,
+            changes,
+            state,
+            maker: Box::new(maker),
+        }
+    }
+
+    fn next_part(&mut self) -> Option<Result<Commit<'static>, StoreError>> {
+        self.maker.next_part(self.changes, self.state)
+    }
+}
+
+impl std::fmt::Debug for Commit<'_> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Commit")
+            .field("objects", &self.objects)
+            .field("invoices", &self.invoices)
+            .field("history", &self.history)
+            .field("notifications", &self.notifications)
+            .field("rest", &self.rest.as_ref().map(|rest| rest.records))
+            .finish()
+    }
+}
+
+impl<'a> Commit<'a> {
+    /// Whether the commit writes nothing. A commit with a `rest` is not
+    /// empty, even if its parts turn out to hold nothing.
+    pub fn is_empty(&self) -> bool {
+        self.own_records() == 0 && self.rest.is_none()
+    }
+
+    /// How many records the commit holds, or is expected to hold with its
+    /// rest (for progress).
+    pub fn records_hint(&self) -> usize {
+        self.own_records() + self.rest.as_ref().map_or(0, |rest| rest.records)
+    }
+
+    /// The records in the fields, without the rest.
+    fn own_records(&self) -> usize {
+        self.objects.len() + self.invoices.len() + self.history.len() + self.notifications.len()
+    }
+
+    /// The commit as a sequence of parts without a rest, in the order their
+    /// records are written: this commit's own records first, then each
+    /// part's (depth first).
+    pub fn into_parts(self) -> impl Iterator<Item = Result<Commit<'static>, StoreError>> + 'a {
+        let mut pending: Vec<Commit<'a>> = vec![self];
+        let mut stack: Vec<Parts<'a>> = Vec::new();
+        std::iter::from_fn(move || loop {
+            if let Some(mut commit) = pending.pop() {
+                if let Some(rest) = commit.rest.take() {
+                    stack.push(rest);
+                }
+                return Some(Ok(Commit {
+                    objects: commit.objects,
+                    invoices: commit.invoices,
+                    history: commit.history,
+                    notifications: commit.notifications,
+                    rest: None,
+                }));
+            }
+            let parts = stack.last_mut()?;
+            match parts.next_part() {
+                Some(Ok(part)) => pending.push(part),
+                Some(Err(error)) => {
+                    stack.clear();
+                    return Some(Err(error));
+                }
+                None => {
+                    stack.pop();
+                }
+            }
+        })
+    }
+
+    /// The whole commit in memory, its rest produced and appended: for a
+    /// backend that writes a commit in one go.
+    pub fn into_whole(self) -> Result<Commit<'static>, StoreError> {
+        let mut whole = Commit::default();
+        for part in self.into_parts() {
+            let part = part?;
+            whole.objects.extend(part.objects);
+            whole.invoices.extend(part.invoices);
+            whole.history.extend(part.history);
+            whole.notifications.extend(part.notifications);
+        }
+        Ok(whole)
+    }
+}
+
+/// Watches a long commit, for a progress bar: the store says what it
+/// starts, then how many records it has done.
+pub trait CommitProgress: Send + Sync {
+    /// A phase of the commit starts (`preparing`, `writing`), with about
+    /// `records` records to go.
+    fn start(&self, phase: &'static str, records: u64);
+    /// `records` more records are done.
+    fn advance(&self, records: u64);
+    /// The commit ended (written or not).
+    fn finish(&self);
 }
 
 /// The lease a daemon leads by (contract §5): a store given a fence
@@ -82,15 +235,6 @@ pub struct Fence {
     pub holder: String,
     /// The generation this daemon acquired; every takeover increments it.
     pub generation: i64,
-}
-
-impl Commit {
-    pub fn is_empty(&self) -> bool {
-        self.objects.is_empty()
-            && self.invoices.is_empty()
-            && self.history.is_empty()
-            && self.notifications.is_empty()
-    }
 }
 
 /// Errors of the store.
@@ -176,8 +320,8 @@ pub enum StoreError {
 pub trait Store {
     /// Everything: objects and invoices.
     fn load(&self) -> Result<State, StoreError>;
-    /// Writes a commit atomically: all of it or nothing.
-    fn commit(&self, commit: Commit) -> Result<(), StoreError>;
+    /// Writes a commit atomically: all of it or nothing, its rest included.
+    fn commit(&self, commit: Commit<'_>) -> Result<(), StoreError>;
     /// The last `limit` history entries (all without a limit), oldest first.
     fn history(&self, limit: Option<usize>) -> Result<Vec<HistoryEntry>, StoreError>;
     /// All notifications, delivered or not, sorted by time then id.
@@ -191,6 +335,12 @@ pub trait Store {
     /// it; a sled state has one process at a time, and a dump is read-only.
     fn set_fence(&self, fence: Option<Fence>) {
         let _ = fence;
+    }
+    /// Reports the progress of the following commits to `progress` (`None`
+    /// stops). Only sled, which writes a large commit in several steps,
+    /// reports; elsewhere it is a no-op.
+    fn set_progress(&self, progress: Option<std::sync::Arc<dyn CommitProgress>>) {
+        let _ = progress;
     }
 }
 
@@ -422,4 +572,36 @@ impl<W: std::io::Write> std::io::Write for DigestWriter<W> {
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
     }
+}
+
+/// Writes one object of a commit (its full fields, or `None` to delete it)
+/// into an in-memory `state`, as the store writes it: for the daemon's
+/// cache, which follows its own commits instead of loading the state again.
+pub(crate) fn write_object(
+    state: &mut crate::model::State,
+    kind: Kind,
+    id: &str,
+    fields: Option<&crate::model::Fields>,
+) -> Result<(), String> {
+    match fields {
+        Some(fields) => {
+            let object = codec::Object::from_fields(kind, fields.clone())
+                .map_err(|error| format!("{kind} {id}: {error}"))?;
+            object.insert_into(state, id.to_string());
+        }
+        None => {
+            match kind {
+                Kind::Account => state.accounts.remove(id).map(drop),
+                Kind::User => state.users.remove(id).map(drop),
+                Kind::Group => state.groups.remove(id).map(drop),
+                Kind::Membership => state.memberships.remove(id).map(drop),
+                Kind::Organization => state.organizations.remove(id).map(drop),
+                Kind::Product => state.products.remove(id).map(drop),
+                Kind::License => state.licenses.remove(id).map(drop),
+                Kind::Asset => state.assets.remove(id).map(drop),
+                Kind::Grant => state.grants.remove(id).map(drop),
+            };
+        }
+    }
+    Ok(())
 }

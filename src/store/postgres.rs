@@ -407,7 +407,12 @@ impl Store for PostgresStore {
         Ok(state)
     }
 
-    fn commit(&self, commit: Commit) -> Result<(), StoreError> {
+    fn commit(&self, commit: Commit<'_>) -> Result<(), StoreError> {
+        if commit.is_empty() {
+            return Ok(());
+        }
+        // One transaction: the parts of a large commit are gathered first.
+        let commit = commit.into_whole()?;
         if commit.is_empty() {
             return Ok(());
         }

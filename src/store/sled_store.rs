@@ -1,10 +1,16 @@
 //! The sled backend: the embedded default state, one folder on one machine.
 //!
-//! Layout: one sled tree, so that a commit is a single atomic `apply_batch`.
-//! Keys carry a prefix per record type (see `codec::keys`): objects
-//! `o\0<kind>\0<id>`, invoices `i\0<id>`, history `h\0<seq, 20 digits>`,
-//! outbox `n\0<id>`, meta `m\0schema_version` and `m\0history_seq`. Values
-//! are the serde_json bytes of the typed structs.
+//! Layout: one sled tree. Keys carry a prefix per record type (see
+//! `codec::keys`): objects `o\0<kind>\0<id>`, invoices `i\0<id>`, history
+//! `h\0<seq, 20 digits>`, outbox `n\0<id>`, meta `m\0schema_version` and
+//! `m\0history_seq`. Values are the serde_json bytes of the typed structs.
+//!
+//! A small commit is one atomic `apply_batch`. A large one (past
+//! `journal::SMALL_RECORDS` records) is encoded part by part, as the
+//! [`Commit`] produces its parts, into a write-ahead journal file, which is
+//! then replayed into the tree in batches (see [`super::journal`]); opening
+//! a state finishes or discards a commit a crash interrupted, before
+//! anything is read. Either way a reader sees all of a commit or nothing.
 //!
 //! One writer at a time: [`SledStore::open`] takes an exclusive OS lock on
 //! `<folder>/deed.lock` (std `File::try_lock`, an `flock` on Unix) and keeps
@@ -14,12 +20,13 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
-use super::codec::{keys, Object};
+use super::codec::{join_states, keys, Object, StateBuilder};
+use super::{journal, CommitProgress};
 use super::{Commit, HistoryEntry, Notification, Store, StoreError, SCHEMA_VERSION};
-use crate::model::{Invoice, State};
+use crate::model::State;
 
 /// The lock file inside the state folder.
 pub const LOCK_FILE: &str = "deed.lock";
@@ -39,6 +46,8 @@ pub struct SledStore {
     /// Serializes commits against reads inside this process, so a load or a
     /// dump never sees half a commit and history seqs are assigned once.
     guard: RwLock<()>,
+    /// Told how the following commits progress ([`Store::set_progress`]).
+    progress: Mutex<Option<Arc<dyn CommitProgress>>>,
     _lock_file: File,
 }
 
@@ -84,9 +93,15 @@ impl SledStore {
             path: path.to_path_buf(),
             db,
             guard: RwLock::new(()),
+            progress: Mutex::new(None),
             _lock_file: lock_file,
         };
         store.check_schema()?;
+        // Finish or discard a commit a crash interrupted, before any read.
+        let recovered = journal::recover(path, &store.db)?;
+        if recovered != journal::Recovered::Nothing {
+            tracing::info!(state = %path.display(), ?recovered, "interrupted commit recovered");
+        }
         Ok(store)
     }
 
@@ -261,6 +276,86 @@ impl SledStore {
         keys::parse_id(key, prefix).ok_or_else(|| self.corrupt(key, "key is not UTF-8"))
     }
 
+    /// Encodes `commit`, part by part, into a [`journal::Writer`], then
+    /// writes it: one batch when small, through the journal when large. An
+    /// invalid object, or an error from a part, writes nothing. The caller
+    /// holds the guard.
+    fn write_commit(
+        &self,
+        commit: Commit<'_>,
+        progress: Option<&dyn CommitProgress>,
+    ) -> Result<(), StoreError> {
+        if let Some(progress) = progress {
+            progress.start("preparing", commit.records_hint() as u64);
+        }
+        let mut writer = journal::Writer::new(&self.path);
+        let mut seq: Option<u64> = None;
+        for part in commit.into_parts() {
+            let part = part?;
+            let records = part.own_records() as u64;
+            for (kind, id, fields) in part.objects {
+                let key = keys::object(kind, &id);
+                match fields {
+                    None => writer.remove(key)?,
+                    Some(fields) => {
+                        let invalid = |message: String| StoreError::InvalidObject {
+                            path: self.path.clone(),
+                            kind,
+                            id: id.clone(),
+                            message,
+                        };
+                        let object = Object::from_fields(kind, fields)
+                            .map_err(|error| invalid(error.to_string()))?;
+                        let bytes = object
+                            .encode()
+                            .map_err(|error| invalid(error.to_string()))?;
+                        writer.insert(key, bytes)?;
+                    }
+                }
+            }
+            for (id, invoice) in part.invoices {
+                let key = keys::invoice(&id);
+                match invoice {
+                    None => writer.remove(key)?,
+                    Some(invoice) => writer.insert(key, encode(&self.path, &invoice)?)?,
+                }
+            }
+            for mut entry in part.history {
+                let next = match seq {
+                    Some(seq) => seq + 1,
+                    None => self.last_seq()? + 1,
+                };
+                seq = Some(next);
+                entry.seq = next;
+                writer.insert(keys::history(next), encode(&self.path, &entry)?)?;
+            }
+            for notification in part.notifications {
+                let key = keys::notification(&notification.id);
+                writer.insert(key, encode(&self.path, &notification)?)?;
+            }
+            if let Some(progress) = progress {
+                progress.advance(records);
+            }
+        }
+        if let Some(seq) = seq {
+            writer.insert(keys::HISTORY_SEQ.to_vec(), seq.to_string().into_bytes())?;
+        }
+        match writer.finish()? {
+            journal::Finished::Batch(batch) => self.apply_raw(batch, true),
+            journal::Finished::Journal { records } => {
+                let mut advance = |done: u64| {
+                    if let Some(progress) = progress {
+                        progress.advance(done);
+                    }
+                };
+                if let Some(progress) = progress {
+                    progress.start("writing", records);
+                }
+                journal::replay(&self.path, &self.db, false, &mut advance)
+            }
+        }
+    }
+
     fn read_outbox(&self) -> Result<Vec<Notification>, StoreError> {
         self.scan(keys::OUTBOX)
             .map(|item| {
@@ -271,71 +366,179 @@ impl SledStore {
     }
 }
 
-impl Store for SledStore {
-    fn load(&self) -> Result<State, StoreError> {
-        let _read = self.read();
-        let mut state = State::default();
+/// Records a half of a load reads before it claims them.
+const LOAD_CHUNK: usize = 512;
+
+/// How far each half of a load has claimed the object keys: the forward
+/// half every key up to `forward`, the backward half every key from
+/// `backward`. A half claims only keys the other has not, so the two meet
+/// without a gap or an overlap.
+#[derive(Default)]
+struct Claims {
+    forward: Option<sled::IVec>,
+    backward: Option<sled::IVec>,
+    /// A half failed: the other stops too.
+    failed: bool,
+}
+
+impl SledStore {
+    /// Decodes the objects one half of a load claims (the forward half
+    /// also decodes the invoices), reading `LOAD_CHUNK` records at a time.
+    fn load_half(&self, claims: &Mutex<Claims>, forward: bool) -> Result<State, StoreError> {
+        let result = self.load_claimed(claims, forward);
+        if result.is_err() {
+            lock(claims).failed = true;
+        }
+        result
+    }
+
+    fn load_claimed(&self, claims: &Mutex<Claims>, forward: bool) -> Result<State, StoreError> {
+        let mut builder = StateBuilder::default();
+        let mut records = self.scan(keys::OBJECTS);
+        let mut chunk = Vec::with_capacity(LOAD_CHUNK);
+        let mut done = false;
+        while !done {
+            chunk.clear();
+            while chunk.len() < LOAD_CHUNK {
+                let item = if forward {
+                    records.next()
+                } else {
+                    records.next_back()
+                };
+                match item {
+                    Some(item) => chunk.push(item?),
+                    None => {
+                        done = true;
+                        break;
+                    }
+                }
+            }
+            match claim(&mut lock(claims), &mut chunk, forward) {
+                Claimed::All => {}
+                Claimed::UpToTheOtherHalf => done = true,
+                // The load is read again in one pass.
+                Claimed::Nothing => return Ok(State::default()),
+            }
+            for (key, value) in &chunk {
+                let (kind, id) =
+                    keys::parse_object(key).ok_or_else(|| self.corrupt(key, "unknown kind"))?;
+                builder
+                    .decode(kind, id, value)
+                    .map_err(|error| self.corrupt(key, error))?;
+            }
+        }
+        if forward {
+            self.decode_invoices(&mut builder)?;
+        }
+        Ok(builder.build())
+    }
+
+    /// Every object, then every invoice, on this thread: reports the first
+    /// record in key order that cannot be read or decoded.
+    fn load_in_one_pass(&self) -> Result<State, StoreError> {
+        let mut builder = StateBuilder::default();
         for item in self.scan(keys::OBJECTS) {
             let (key, value) = item?;
-            let (_, id, object) = self.decode_object(&key, &value)?;
-            object.insert_into(&mut state, id.to_string());
+            let (kind, id) =
+                keys::parse_object(&key).ok_or_else(|| self.corrupt(&key, "unknown kind"))?;
+            builder
+                .decode(kind, id, &value)
+                .map_err(|error| self.corrupt(&key, error))?;
         }
+        self.decode_invoices(&mut builder)?;
+        Ok(builder.build())
+    }
+
+    fn decode_invoices(&self, builder: &mut StateBuilder) -> Result<(), StoreError> {
         for item in self.scan(keys::INVOICES) {
             let (key, value) = item?;
             let id = self.decode_id(&key, keys::INVOICES)?;
-            let invoice: Invoice = self.decode(&key, &value)?;
-            state.invoices.insert(id.to_string(), invoice);
+            builder
+                .decode_invoice(id, &value)
+                .map_err(|error| self.corrupt(&key, error))?;
         }
-        Ok(state)
+        Ok(())
+    }
+}
+
+/// What a half of a load may decode of the records it read.
+enum Claimed {
+    All,
+    /// The records before the other half's: the halves have met.
+    UpToTheOtherHalf,
+    /// Nothing: the other half failed.
+    Nothing,
+}
+
+/// Claims the records of `chunk` (read in the half's direction) that the
+/// other half has not claimed, and drops the others.
+fn claim(claims: &mut Claims, chunk: &mut Vec<(sled::IVec, sled::IVec)>, forward: bool) -> Claimed {
+    if claims.failed {
+        return Claimed::Nothing;
+    }
+    let (mine, other) = if forward {
+        (&mut claims.forward, &claims.backward)
+    } else {
+        (&mut claims.backward, &claims.forward)
+    };
+    let mut claimed = Claimed::All;
+    if let Some(other) = other {
+        let taken = |key: &sled::IVec| if forward { key >= other } else { key <= other };
+        if let Some(first_taken) = chunk.iter().position(|(key, _)| taken(key)) {
+            chunk.truncate(first_taken);
+            claimed = Claimed::UpToTheOtherHalf;
+        }
+    }
+    if let Some((key, _)) = chunk.last() {
+        *mine = Some(key.clone());
+    }
+    claimed
+}
+
+fn lock(claims: &Mutex<Claims>) -> std::sync::MutexGuard<'_, Claims> {
+    claims
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Store for SledStore {
+    /// Reads the objects from both ends of the key range at once, on this
+    /// thread and a second one, each decoding straight into the typed
+    /// structs what it read; each kind's map is built in bulk. When a
+    /// record cannot be read or decoded, the state is read again in one
+    /// pass, to report the first such record in key order.
+    fn load(&self) -> Result<State, StoreError> {
+        let _read = self.read();
+        let claims = Mutex::new(Claims::default());
+        let (forward, backward) = std::thread::scope(|scope| {
+            let backward = scope.spawn(|| self.load_half(&claims, false));
+            let forward = self.load_half(&claims, true);
+            match backward.join() {
+                Ok(backward) => (forward, backward),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        });
+        match (forward, backward) {
+            (Ok(forward), Ok(backward)) => Ok(join_states(forward, backward)),
+            _ => self.load_in_one_pass(),
+        }
     }
 
-    fn commit(&self, commit: Commit) -> Result<(), StoreError> {
+    fn commit(&self, commit: Commit<'_>) -> Result<(), StoreError> {
         if commit.is_empty() {
             return Ok(());
         }
         let _write = self.exclusive();
-        let mut batch = sled::Batch::default();
-        for (kind, id, fields) in commit.objects {
-            let key = keys::object(kind, &id);
-            match fields {
-                None => batch.remove(key),
-                Some(fields) => {
-                    let invalid = |message: String| StoreError::InvalidObject {
-                        path: self.path.clone(),
-                        kind,
-                        id: id.clone(),
-                        message,
-                    };
-                    let object = Object::from_fields(kind, fields)
-                        .map_err(|error| invalid(error.to_string()))?;
-                    let bytes = object
-                        .encode()
-                        .map_err(|error| invalid(error.to_string()))?;
-                    batch.insert(key, bytes);
-                }
-            }
+        let progress = self
+            .progress
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        let result = self.write_commit(commit, progress.as_deref());
+        if let Some(progress) = &progress {
+            progress.finish();
         }
-        for (id, invoice) in commit.invoices {
-            let key = keys::invoice(&id);
-            match invoice {
-                None => batch.remove(key),
-                Some(invoice) => batch.insert(key, encode(&self.path, &invoice)?),
-            }
-        }
-        if !commit.history.is_empty() {
-            let mut seq = self.last_seq()?;
-            for mut entry in commit.history {
-                seq += 1;
-                entry.seq = seq;
-                batch.insert(keys::history(seq), encode(&self.path, &entry)?);
-            }
-            batch.insert(keys::HISTORY_SEQ, seq.to_string().as_bytes());
-        }
-        for notification in commit.notifications {
-            let key = keys::notification(&notification.id);
-            batch.insert(key, encode(&self.path, &notification)?);
-        }
-        self.apply_raw(batch, true)
+        result
     }
 
     fn history(&self, limit: Option<usize>) -> Result<Vec<HistoryEntry>, StoreError> {
@@ -395,6 +598,13 @@ impl Store for SledStore {
         let _read = self.read();
         super::dump::write_sled(self, out)
     }
+
+    fn set_progress(&self, progress: Option<Arc<dyn CommitProgress>>) {
+        *self
+            .progress
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = progress;
+    }
 }
 
 /// Opens the sled database in `path` (our lock already held). sled's own
@@ -453,8 +663,8 @@ pub(crate) mod tests {
 
     use super::*;
     use crate::model::{
-        to_fields, Account, Asset, Duration as TtlDuration, Fields, Grant, Group, GroupRole, Kind,
-        License, Membership, Organization, Owner, Product, Role, User, UserStatus,
+        to_fields, Account, Asset, Duration as TtlDuration, Fields, Grant, Group, GroupRole,
+        Invoice, Kind, License, Membership, Organization, Owner, Product, Role, User, UserStatus,
     };
     use crate::plan::{Action, Change};
 
@@ -568,7 +778,7 @@ pub(crate) mod tests {
     }
 
     /// The commit that writes `state` from nothing.
-    pub(crate) fn commit_of(state: &State) -> Commit {
+    pub(crate) fn commit_of(state: &State) -> Commit<'static> {
         let mut commit = Commit::default();
         for kind in Kind::ALL {
             for id in state.ids(kind) {
@@ -768,6 +978,7 @@ pub(crate) mod tests {
             invoices: vec![("inv-2026-10".into(), None)],
             history: vec![entry("lab")],
             notifications: vec![notification("n-3", "2026-11-23T12:00:00Z")],
+            rest: None,
         };
         match store.commit(commit) {
             Err(StoreError::InvalidObject { kind, id, .. }) => {
@@ -997,6 +1208,61 @@ pub(crate) mod tests {
             .filter(|line| line.starts_with("VmHWM") || line.starts_with("VmRSS"))
         {
             println!("{line}");
+        }
+    }
+
+    #[test]
+    fn a_load_read_from_both_ends_equals_one_pass_in_key_order() {
+        let folder = tempfile::tempdir().expect("tempdir");
+        let store = filled_store(folder.path());
+        let asset = state_fields(Kind::Asset);
+        let user = state_fields(Kind::User);
+        let mut commit = Commit::default();
+        for n in 0..3000 {
+            let id = format!("file/f-{n:05}");
+            commit.objects.push((Kind::Asset, id, asset.clone()));
+        }
+        for n in 0..2000 {
+            let id = format!("u{n:05}@acme.com");
+            commit.objects.push((Kind::User, id, user.clone()));
+        }
+        store.commit(commit).expect("commit");
+        for _ in 0..5 {
+            let state = store.load().expect("load");
+            assert_eq!(state, store.load_in_one_pass().expect("one pass"));
+            assert_eq!(state.assets.len(), 3000 + sample_state().assets.len());
+            assert_eq!(state.users.len(), 2000 + sample_state().users.len());
+            assert_eq!(state.invoices, sample_state().invoices);
+        }
+    }
+
+    #[test]
+    fn a_load_reports_the_first_bad_record_in_key_order() {
+        let folder = tempfile::tempdir().expect("tempdir");
+        let store = filled_store(folder.path());
+        let asset = state_fields(Kind::Asset);
+        let mut commit = Commit::default();
+        for n in 0..2000 {
+            let id = format!("file/f-{n:05}");
+            commit.objects.push((Kind::Asset, id, asset.clone()));
+        }
+        store.commit(commit).expect("commit");
+        for id in ["file/f-01500", "file/f-00100", "file/f-01999"] {
+            store
+                .db
+                .insert(keys::object(Kind::Asset, id), &b"{\"account\":"[..])
+                .expect("insert");
+        }
+        for _ in 0..5 {
+            match store.load() {
+                Err(StoreError::Corrupt { key, .. }) => {
+                    assert_eq!(
+                        key,
+                        keys::display(&keys::object(Kind::Asset, "file/f-00100"))
+                    )
+                }
+                other => panic!("expected Corrupt, got {:?}", other.map(|_| ())),
+            }
         }
     }
 

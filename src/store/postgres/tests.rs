@@ -183,6 +183,7 @@ fn a_commit_with_an_invalid_object_writes_nothing() {
         invoices: vec![("inv-2026-10".into(), None)],
         history: vec![entry("lab")],
         notifications: vec![notification("n-3", "2026-11-23T12:00:00Z")],
+        rest: None,
     };
     match store.commit(commit) {
         Err(StoreError::InvalidObject { kind, id, .. }) => {
@@ -207,6 +208,7 @@ fn a_failure_inside_the_transaction_writes_nothing() {
         invoices: vec![("inv-2026-10".into(), None)],
         history: vec![entry("lab")],
         notifications: vec![notification],
+        rest: None,
     };
     assert!(matches!(
         store.commit(commit),
