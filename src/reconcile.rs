@@ -75,28 +75,36 @@ pub fn reconcile(
 ) -> Result<Reconciled, ReconcileError> {
     let state = store.load()?;
     let plan = checked_plan(desired, &state, options)?;
+    let (applied, skipped) = apply_checked(&plan, &state, store, options)?;
+    Ok(Reconciled {
+        plan,
+        applied,
+        skipped,
+    })
+}
+
+/// Applies a plan already checked (see [`check_plan`]) against `state`, the
+/// state now in `store`, unless a dry run: (applied, skipped) changes.
+pub fn apply_checked(
+    plan: &Plan,
+    state: &State,
+    store: &dyn Store,
+    options: &ReconcileOptions,
+) -> Result<(usize, usize), ReconcileError> {
     if options.dry_run || plan.is_empty() {
-        return Ok(Reconciled {
-            plan,
-            applied: 0,
-            skipped: 0,
-        });
+        return Ok((0, 0));
     }
     let context = ApplyContext {
         now: Some(options.now),
         actor: options.actor.clone(),
         revision: options.revision.clone(),
     };
-    let outcome = apply::prepare(&plan, &state, &context)?;
+    let outcome = apply::prepare(plan, state, &context)?;
     let (applied, skipped) = (outcome.applied, outcome.skipped);
     if !outcome.commit.is_empty() {
         store.commit(outcome.commit)?;
     }
-    Ok(Reconciled {
-        plan,
-        applied,
-        skipped,
-    })
+    Ok((applied, skipped))
 }
 
 /// The plan of `desired` against `state`, refused when it breaks a rule, when

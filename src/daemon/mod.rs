@@ -1,16 +1,20 @@
 //! `deed daemon` (contract §4): keeps the state equal to the specs as they
-//! change. One loop runs [`crate::reconcile::reconcile`] — the function
+//! change. One loop plans and applies with [`crate::reconcile`] — what
 //! `deed apply` runs — at start, after a debounced change of the specs
 //! ([`watch`]), every `--interval`, and after a failure once its backoff
 //! expires or the specs or the state change. The reconcile is
 //! level-triggered: it is never told why it runs.
 //!
-//! - Specs are reloaded incrementally ([`specs_cache`]); a tree that does not
-//!   validate is never applied: its errors are logged and published on
-//!   `/status`, and the state keeps what was last applied.
-//! - The store is opened for each reconcile and closed after it, so `deed
-//!   inventory import`, `deed invitations accept` and `deed plan` work while
-//!   the daemon runs (a command that finds the state in use fails at once,
+//! - Specs are reloaded incrementally ([`specs_cache`]) and planned
+//!   incrementally ([`incremental`]): an edited file re-plans only the
+//!   accounts it concerns, against the state kept from the last reconcile
+//!   ([`state_cache`]). A tree that does not validate is never applied: its
+//!   errors are logged and published on `/status`, and the state keeps what
+//!   was last applied.
+//! - The store is opened for each reconcile that needs it (a sled state no
+//!   other process opened since is planned without opening it) and closed
+//!   after it, so `deed inventory import`, `deed invitations accept` and
+//!   `deed plan` work while the daemon runs (a command that finds the state in use fails at once,
 //!   or waits with `--wait`).
 //! - A failed reconcile (invalid specs, a broken rule, the removal guard, an
 //!   error) is not retried with the same specs and the same state until a
@@ -31,6 +35,7 @@
 //! Prometheus counters.
 
 mod http;
+mod incremental;
 mod leadership;
 mod metrics;
 mod specs_cache;
@@ -49,15 +54,16 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch as channel};
 
 use crate::diagnostic::Diagnostic;
-use crate::model::Timestamp;
-use crate::plan::{self, Plan, PlanConfig};
+use crate::model::{State, Timestamp};
+use crate::plan::Plan;
 use crate::reconcile::{self, ReconcileError, ReconcileOptions};
 use crate::store::{self, Access, Store, StoreError};
 use leadership::{Election, Leadership, Role};
 
+use incremental::{Made, PlanFailure, Planner};
 pub use metrics::Metrics;
 pub use specs_cache::{Loaded, SpecsCache};
-use state_cache::{CachingStore, StateCache};
+use state_cache::{CachingStore, Snapshot, StateCache};
 
 /// The first wait after a failed reconcile; it doubles up to the interval.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -408,6 +414,9 @@ struct Report {
     metrics: Metrics,
     /// The last plan, rendered as `deed plan --format json` prints it.
     plan: Option<Arc<String>>,
+    /// How the last plan was made, and how long after the start of its
+    /// reconcile it was ready.
+    planned: Option<(Made, f64)>,
 }
 
 impl Report {
@@ -430,6 +439,7 @@ impl Report {
             retry_in_seconds: None,
             metrics: Metrics::default(),
             plan: None,
+            planned: None,
         }
     }
 
@@ -454,6 +464,9 @@ impl Report {
             "pending_changes": self.metrics.pending_changes(),
             "pending": self.pending,
             "spec_files": self.spec_files,
+            "plan_seconds": self.planned.as_ref().map(|(_, seconds)| *seconds),
+            "planned": self.planned.as_ref().map(|(made, _)| made.name()),
+            "planned_accounts": self.planned.as_ref().and_then(|(made, _)| made.accounts()),
             "retry_in_seconds": self.retry_in_seconds,
             "reconciles": reconciles,
         })
@@ -523,6 +536,10 @@ struct Done {
     specs_duration: Duration,
     /// Planned read-only as a standby.
     standby: bool,
+    /// How the plan was made (full, part of the accounts), if one was.
+    made: Option<Made>,
+    /// From the start of the job to the plan being ready.
+    plan_duration: Option<Duration>,
 }
 
 enum Outcome {
@@ -738,6 +755,8 @@ impl Loop {
                     parsed_files: 0,
                     specs_duration: Duration::ZERO,
                     standby: false,
+                    made: None,
+                    plan_duration: None,
                 })
             }
         }
@@ -802,6 +821,9 @@ impl Loop {
         report.trigger = Some(trigger);
         report.duration_seconds = seconds;
         report.spec_files = done.spec_files;
+        if let (Some(made), Some(ready)) = (&done.made, done.plan_duration) {
+            report.planned = Some((made.clone(), ready.as_secs_f64()));
+        }
         report.retry_in_seconds = retry_in.map(|delay| delay.as_secs_f64());
         if !failed {
             report.last_success = Some(done.now);
@@ -858,6 +880,10 @@ impl Loop {
                     files = done.spec_files,
                     parsed = done.parsed_files,
                     specs_ms = done.specs_duration.as_millis() as u64,
+                    plan_ms = done
+                        .plan_duration
+                        .map_or(0, |ready| ready.as_millis() as u64),
+                    planned = done.made.as_ref().map_or("-", Made::name),
                     duration_ms,
                     revision,
                     "reconcile {result}: {what} ({trigger}, {duration_ms} ms)"
@@ -980,11 +1006,12 @@ fn start_watching(
     }
 }
 
-/// What the loop keeps between reconciles: the parsed specs and the last
-/// state loaded.
+/// What the loop keeps between reconciles: the parsed specs, the last
+/// state loaded and the last plan.
 struct Caches {
     specs: SpecsCache,
     state: StateCache,
+    planner: Planner,
 }
 
 impl Caches {
@@ -992,12 +1019,45 @@ impl Caches {
         Caches {
             specs: SpecsCache::new(specs),
             state: StateCache::default(),
+            planner: Planner::default(),
         }
     }
 }
 
-/// One reconcile, on a blocking thread: reload the specs, open the store,
-/// reconcile, close the store.
+/// A plan made, with how, and when it was ready.
+struct Planned {
+    plan: Plan,
+    made: Made,
+    ready: Duration,
+}
+
+/// Plans the last reloaded specs against a snapshot of the state.
+fn plan_with(
+    caches: &mut Caches,
+    snapshot: &Snapshot,
+    now: Timestamp,
+    full: bool,
+    started: Instant,
+) -> Result<Planned, PlanFailure> {
+    let touched = caches.state.take_touched();
+    let (plan, made) = caches
+        .planner
+        .plan(&mut caches.specs, snapshot, touched, now, full)?;
+    Ok(Planned {
+        plan,
+        made,
+        ready: started.elapsed(),
+    })
+}
+
+/// One reconcile, on a blocking thread: reload the specs, plan, and (unless
+/// a dry run or a standby) open the store, check that the state is the one
+/// planned against, apply, close the store.
+///
+/// The state of the last reconcile is kept ([`state_cache`]) and the plan
+/// is made incrementally ([`incremental`]). A sled state that no other
+/// process opened since this daemon closed it (its files are as they were)
+/// is planned without opening it; it is opened only to write.
 fn reconcile_job(config: &DaemonConfig, shared: &Shared, caches: &mut Caches, job: Job) -> Done {
     let started = Instant::now();
     let loaded = caches.specs.reload(&job.dirty, job.full);
@@ -1009,7 +1069,10 @@ fn reconcile_job(config: &DaemonConfig, shared: &Shared, caches: &mut Caches, jo
         Role::Standby { .. } => (true, None),
     };
     let dry_run = config.dry_run || standby;
-    let done = |outcome: Outcome, revision: Option<String>, state: [u8; 32]| Done {
+    let done = |outcome: Outcome,
+                revision: Option<String>,
+                state: [u8; 32],
+                planned: Option<(&Made, Duration)>| Done {
         trigger: job.trigger,
         outcome,
         specs: loaded.fingerprint,
@@ -1021,31 +1084,63 @@ fn reconcile_job(config: &DaemonConfig, shared: &Shared, caches: &mut Caches, jo
         parsed_files: loaded.parsed,
         specs_duration,
         standby,
+        made: planned.map(|(made, _)| made.clone()),
+        plan_duration: planned.map(|(_, ready)| ready),
     };
     if let Some(backoff) = &job.backoff {
         if backoff.specs == loaded.fingerprint
             && backoff.state == state_before
             && Instant::now() < backoff.until
         {
-            return done(Outcome::Skipped, None, state_before);
+            return done(Outcome::Skipped, None, state_before, None);
         }
     }
     let revision = crate::spec::git_revision(&config.specs);
-    let desired = match &loaded.desired {
-        Ok(desired) => Arc::clone(desired),
-        Err(diagnostics) => {
-            return done(
-                Outcome::Invalid(Arc::clone(diagnostics)),
-                revision,
-                state_before,
-            )
+    if loaded.broken {
+        if let Err(diagnostics) = caches.specs.desired() {
+            return done(Outcome::Invalid(diagnostics), revision, state_before, None);
         }
+    }
+    let options = ReconcileOptions {
+        revision: revision.clone(),
+        max_removal: config.max_removal,
+        allow_removals: config.allow_removals,
+        dry_run,
+        ..ReconcileOptions::new(now)
     };
+    let failed = |failure: PlanFailure| match failure {
+        PlanFailure::Invalid(diagnostics) => Outcome::Invalid(diagnostics),
+        PlanFailure::Rules(diagnostics) => Outcome::Invalid(Arc::new(diagnostics)),
+    };
+
+    // Nobody opened the state since this daemon closed it: plan at once.
+    let untouched = !store::is_postgres_url(&config.state)
+        && !job.full
+        && caches.state.closed_at == Some(state_before);
+    let mut early: Option<(Snapshot, Planned)> = None;
+    if untouched {
+        if let Some(snapshot) = caches.state.peek() {
+            match plan_with(caches, &snapshot, now, false, started) {
+                Err(failure) => return done(failed(failure), revision, state_before, None),
+                Ok(planned) => {
+                    if dry_run || planned.plan.is_empty() {
+                        let outcome =
+                            finish_without_writing(planned.plan, &snapshot.state, &options);
+                        let at = Some((&planned.made, planned.ready));
+                        return done(outcome, revision, state_before, at);
+                    }
+                    early = Some((snapshot, planned));
+                }
+            }
+        }
+    }
+
     let access = if dry_run {
         Access::Read
     } else {
         Access::Write { wait: false }
     };
+    let mut planned_at: Option<(Made, Duration)> = None;
     let outcome = {
         let _gate = shared
             .store_gate
@@ -1058,37 +1153,80 @@ fn reconcile_job(config: &DaemonConfig, shared: &Shared, caches: &mut Caches, jo
             Ok(opened) => {
                 // A leader's commit is refused once its lease moved on.
                 opened.set_fence(fence);
-                let store = CachingStore::new(opened.as_ref(), &mut caches.state);
-                let options = ReconcileOptions {
-                    revision: revision.clone(),
-                    max_removal: config.max_removal,
-                    allow_removals: config.allow_removals,
-                    dry_run,
-                    ..ReconcileOptions::new(now)
-                };
-                match reconcile::reconcile(&desired, &store, &options) {
-                    Ok(reconciled) => Outcome::Reconciled {
-                        plan: reconciled.plan,
-                        applied: reconciled.applied,
-                        skipped: reconciled.skipped,
-                    },
-                    Err(ReconcileError::Refused(message)) => {
-                        // Shown on /plan, so that the refusal can be read.
-                        let plan = store.load().ok().and_then(|state| {
-                            plan::plan(&desired, &state, &PlanConfig { now }).ok()
-                        });
-                        Outcome::Refused { message, plan }
-                    }
-                    Err(ReconcileError::Rules(diagnostics)) => {
-                        Outcome::Invalid(Arc::new(diagnostics))
-                    }
+                let snapshot = CachingStore::new(opened.as_ref(), &mut caches.state).snapshot();
+                match snapshot {
                     Err(error) => Outcome::Error(error.to_string()),
+                    Ok(snapshot) => {
+                        let planned = match early.take() {
+                            Some((seen, planned))
+                                if seen.generation == snapshot.generation
+                                    && Arc::ptr_eq(&seen.state, &snapshot.state) =>
+                            {
+                                Ok(planned)
+                            }
+                            _ => plan_with(caches, &snapshot, now, job.full, started),
+                        };
+                        match planned {
+                            Err(failure) => failed(failure),
+                            Ok(planned) => {
+                                planned_at = Some((planned.made.clone(), planned.ready));
+                                let store = CachingStore::new(opened.as_ref(), &mut caches.state);
+                                write_plan(planned.plan, &snapshot.state, &store, &options)
+                            }
+                        }
+                    }
                 }
             }
         }
         // The store is closed here, before the gate is released.
     };
-    done(outcome, revision, state_fingerprint(&config.state))
+    let state_after = state_fingerprint(&config.state);
+    caches.state.closed_at = match outcome {
+        Outcome::Error(_) | Outcome::Abandoned => None,
+        _ => Some(state_after),
+    };
+    let at = planned_at.as_ref().map(|(made, ready)| (made, *ready));
+    done(outcome, revision, state_after, at)
+}
+
+/// A dry run's (or an empty plan's) outcome: the checks of an apply, no
+/// write.
+fn finish_without_writing(plan: Plan, state: &State, options: &ReconcileOptions) -> Outcome {
+    match reconcile::check_plan(&plan, state, options) {
+        Ok(()) => Outcome::Reconciled {
+            plan,
+            applied: 0,
+            skipped: 0,
+        },
+        Err(ReconcileError::Refused(message)) => Outcome::Refused {
+            message,
+            plan: Some(plan),
+        },
+        Err(ReconcileError::Rules(diagnostics)) => Outcome::Invalid(Arc::new(diagnostics)),
+        Err(error) => Outcome::Error(error.to_string()),
+    }
+}
+
+/// Checks and applies a plan made against `state`, the state in `store`.
+fn write_plan(plan: Plan, state: &State, store: &dyn Store, options: &ReconcileOptions) -> Outcome {
+    if let Err(error) = reconcile::check_plan(&plan, state, options) {
+        return match error {
+            ReconcileError::Refused(message) => Outcome::Refused {
+                message,
+                plan: Some(plan),
+            },
+            ReconcileError::Rules(diagnostics) => Outcome::Invalid(Arc::new(diagnostics)),
+            error => Outcome::Error(error.to_string()),
+        };
+    }
+    match reconcile::apply_checked(&plan, state, store, options) {
+        Ok((applied, skipped)) => Outcome::Reconciled {
+            plan,
+            applied,
+            skipped,
+        },
+        Err(error) => Outcome::Error(error.to_string()),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

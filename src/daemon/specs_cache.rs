@@ -15,28 +15,42 @@ use sha2::{Digest, Sha256};
 
 use crate::desired::Desired;
 use crate::diagnostic::Diagnostic;
-use crate::spec::{self, ParsedFile};
+use crate::spec::{self, Fragment, ParsedFile};
 
 /// What a reload gave.
 #[derive(Clone, Debug)]
 pub struct Loaded {
-    /// The validated model, or every problem with the specs.
-    pub desired: Result<Arc<Desired>, Arc<Vec<Diagnostic>>>,
     /// Names the content of every spec file: equal fingerprints, equal specs.
     pub fingerprint: [u8; 32],
     /// Spec files found.
     pub files: usize,
     /// Files parsed again by this reload.
     pub parsed: usize,
+    /// Whether a file could not be read or parsed: only a full build can
+    /// tell what is wrong.
+    pub broken: bool,
 }
+
+/// The accounts whose declarations changed since
+/// [`SpecsCache::take_changed`]; `None`: cannot be told (a document whose
+/// account is unknown changed).
+pub type Changed = Option<BTreeSet<String>>;
 
 /// Parsed spec files, by path relative to the specs directory.
 pub struct SpecsCache {
     specs_dir: PathBuf,
     files: BTreeMap<String, CachedFile>,
-    /// The last build, by fingerprint.
-    last: Option<Loaded>,
+    /// The last full build, by fingerprint.
+    last: Option<([u8; 32], Built)>,
+    /// The fingerprint of the last reload.
+    fingerprint: [u8; 32],
+    /// Diagnostics of reading the tree at the last reload.
+    read_diagnostics: Vec<Diagnostic>,
+    changed: Changed,
 }
+
+/// The validated model, or every problem with the specs.
+pub type Built = Result<Arc<Desired>, Arc<Vec<Diagnostic>>>;
 
 /// One file as last read.
 struct CachedFile {
@@ -62,6 +76,9 @@ impl SpecsCache {
             specs_dir: specs_dir.to_path_buf(),
             files: BTreeMap::new(),
             last: None,
+            fingerprint: [0; 32],
+            read_diagnostics: Vec::new(),
+            changed: Some(BTreeSet::new()),
         }
     }
 
@@ -72,7 +89,14 @@ impl SpecsCache {
     pub fn reload(&mut self, dirty: &BTreeSet<String>, full: bool) -> Loaded {
         let (listed, read_diagnostics) = spec::list_tree(&self.specs_dir);
         let listed_set: BTreeSet<&String> = listed.iter().collect();
-        self.files.retain(|path, _| listed_set.contains(path));
+        let mut changed = std::mem::take(&mut self.changed);
+        self.files.retain(|path, file| {
+            let kept = listed_set.contains(path);
+            if !kept {
+                note_accounts(&mut changed, file);
+            }
+            kept
+        });
         let mut parsed = 0;
         for relative in &listed {
             let stamp = stamp_of(&self.specs_dir.join(relative));
@@ -96,6 +120,13 @@ impl SpecsCache {
             }
             let content = read.map(|file| spec::parse_source(&file));
             parsed += 1;
+            if let Some(old) = self.files.get(relative) {
+                note_accounts(&mut changed, old);
+            }
+            match &content {
+                Ok(parsed_file) => note_parsed(&mut changed, parsed_file),
+                Err(_) => changed = None,
+            }
             self.files.insert(
                 relative.clone(),
                 CachedFile {
@@ -117,16 +148,31 @@ impl SpecsCache {
             hasher.update([0]);
         }
         let fingerprint: [u8; 32] = hasher.finalize().into();
-        if let Some(last) = &self.last {
-            if last.fingerprint == fingerprint {
-                return Loaded {
-                    parsed,
-                    ..last.clone()
-                };
+        self.changed = changed;
+        self.fingerprint = fingerprint;
+        let broken = !read_diagnostics.is_empty()
+            || self.files.values().any(|file| match &file.content {
+                Ok(parsed_file) => !parsed_file.diagnostics.is_empty(),
+                Err(_) => true,
+            });
+        self.read_diagnostics = read_diagnostics;
+        Loaded {
+            fingerprint,
+            files: self.files.len(),
+            parsed,
+            broken,
+        }
+    }
+
+    /// The full build of the specs of the last reload (kept, by
+    /// fingerprint).
+    pub fn desired(&mut self) -> Built {
+        if let Some((fingerprint, built)) = &self.last {
+            if *fingerprint == self.fingerprint {
+                return built.clone();
             }
         }
-
-        let mut diagnostics = read_diagnostics;
+        let mut diagnostics = self.read_diagnostics.clone();
         let mut parsed_files = Vec::with_capacity(self.files.len());
         for file in self.files.values() {
             match &file.content {
@@ -134,17 +180,52 @@ impl SpecsCache {
                 Err(diagnostic) => diagnostics.push(diagnostic.clone()),
             }
         }
-        let desired = spec::build_parsed(parsed_files, diagnostics)
+        let built: Built = spec::build_parsed(parsed_files, diagnostics)
             .map(Arc::new)
             .map_err(Arc::new);
-        let loaded = Loaded {
-            desired,
-            fingerprint,
-            files: self.files.len(),
-            parsed,
-        };
-        self.last = Some(loaded.clone());
-        loaded
+        self.last = Some((self.fingerprint, built.clone()));
+        built
+    }
+
+    /// The accounts whose declarations changed since the last call.
+    pub fn take_changed(&mut self) -> Changed {
+        self.changed.replace(BTreeSet::new())
+    }
+
+    /// Every fragment of `accounts`, in path and document order.
+    pub fn fragments_of<'a>(&'a self, accounts: &'a BTreeSet<String>) -> Vec<&'a Fragment> {
+        self.files
+            .values()
+            .filter_map(|file| file.content.as_ref().ok())
+            .flat_map(|parsed| parsed.fragments.iter())
+            .filter(|fragment| accounts.contains(fragment.account.as_str()))
+            .collect()
+    }
+}
+
+/// Adds the accounts a cached file declares to `changed`.
+fn note_accounts(changed: &mut Changed, file: &CachedFile) {
+    match &file.content {
+        Ok(parsed) => note_parsed(changed, parsed),
+        Err(_) => *changed = None,
+    }
+}
+
+fn note_parsed(changed: &mut Changed, parsed: &ParsedFile) {
+    let Some(accounts) = changed else { return };
+    for fragment in &parsed.fragments {
+        accounts.insert(fragment.account.as_str().to_string());
+    }
+    for broken in &parsed.broken {
+        match broken {
+            Some(account) => {
+                accounts.insert(account.clone());
+            }
+            None => {
+                *changed = None;
+                return;
+            }
+        }
     }
 }
 
@@ -195,7 +276,11 @@ mod tests {
         let mut cache = SpecsCache::new(dir.path());
         let first = cache.reload(&BTreeSet::new(), false);
         assert_eq!((first.files, first.parsed), (2, 2));
-        assert!(first.desired.is_ok());
+        assert!(cache.desired().is_ok());
+        assert_eq!(
+            cache.take_changed(),
+            Some(BTreeSet::from(["acme".to_string(), "globex".to_string()]))
+        );
 
         let again = cache.reload(&BTreeSet::new(), true);
         assert_eq!(again.parsed, 0, "same text is not parsed again");
@@ -210,7 +295,11 @@ mod tests {
         let edited = cache.reload(&dirty, false);
         assert_eq!(edited.parsed, 1);
         assert_ne!(edited.fingerprint, first.fingerprint);
-        let desired = edited.desired.expect("valid");
+        assert_eq!(
+            cache.take_changed(),
+            Some(BTreeSet::from(["acme".to_string()]))
+        );
+        let desired = cache.desired().expect("valid");
         assert!(desired.users.contains_key("bob@acme.com"));
     }
 
@@ -219,17 +308,20 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         write(dir.path(), "acme.yaml", ACME);
         let mut cache = SpecsCache::new(dir.path());
-        assert!(cache.reload(&BTreeSet::new(), false).desired.is_ok());
+        cache.reload(&BTreeSet::new(), false);
+        assert!(cache.desired().is_ok());
 
         write(dir.path(), "broken.yaml", "account: acme\nusers: [\n");
         let loaded = cache.reload(&BTreeSet::new(), false);
-        let diagnostics = loaded.desired.expect_err("invalid");
+        assert!(loaded.broken);
+        let diagnostics = cache.desired().expect_err("invalid");
         let full = spec::load(dir.path()).expect_err("invalid");
         assert_eq!(*diagnostics, full);
 
         std::fs::remove_file(dir.path().join("broken.yaml")).expect("remove");
         let fixed = cache.reload(&BTreeSet::new(), false);
-        assert!(fixed.desired.is_ok());
+        assert!(!fixed.broken);
+        assert!(cache.desired().is_ok());
         assert_eq!(fixed.files, 1);
     }
 }

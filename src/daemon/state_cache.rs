@@ -2,26 +2,163 @@
 //! edited file, a tick) does not decode the whole store again.
 //!
 //! The cached state is used only while the history's last sequence number
-//! is the one it was loaded at, checked with the store open (under its
-//! lock): every write to the objects — apply, inventory import, invitation
-//! accept, restore — appends to the history (contract 3.3, §1 Inventory).
-//! The daemon's own commit drops the cache. A state served from the cache
-//! is a copy: the compare-and-set of [`crate::apply`] runs against exactly
-//! what is in the store.
+//! is the one it was loaded at (or the one the daemon's own commit left),
+//! checked with the store open (under its lock): every write to the
+//! objects — apply, inventory import, invitation accept, restore — appends
+//! to the history (contract 3.3, §1 Inventory). The daemon's own commits are
+//! written into the cached state too (not loaded again), and the accounts
+//! they touched are remembered for [`super::incremental`]. The compare-and-set
+//! of [`crate::apply`] runs against the cached state, which is exactly what
+//! is in the store.
+//!
+//! Besides, the cache remembers the state folder's fingerprint (file sizes
+//! and times) after the daemon last closed it: while it is unchanged, no
+//! other process opened the state, and a plan can be made without opening
+//! it (opening a large sled state takes a second).
 
 use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::sync::Arc;
 
-use crate::model::State;
+use crate::model::{Fields, Invoice, Kind, State};
+use crate::plan::partial::StateIndex;
 use crate::store::{Commit, Fence, HistoryEntry, Notification, Store, StoreError};
 
-/// The state at a history position.
+/// Commits larger than this are not followed in memory: the state is
+/// loaded again after them.
+const FOLLOW_LIMIT: usize = 200_000;
+
+/// The state at a history position, with its index.
 #[derive(Default)]
 pub struct StateCache {
-    loaded: Option<(Option<u64>, State)>,
+    loaded: Option<Cached>,
+    /// Written by the daemon's own commit, not yet in `loaded`.
+    written: Option<Written>,
+    /// Increments whenever the state is loaded from the store: plans of an
+    /// older generation cannot be patched.
+    generation: u64,
+    /// Accounts the daemon's own commits touched since
+    /// [`StateCache::take_touched`].
+    touched: BTreeSet<String>,
+    /// The state folder's fingerprint after the daemon last closed it.
+    pub closed_at: Option<[u8; 32]>,
 }
 
-/// A store whose [`Store::load`] answers from a [`StateCache`] when the
-/// history has not moved; everything else goes to the store.
+struct Cached {
+    seq: Option<u64>,
+    state: Arc<State>,
+    index: Arc<StateIndex>,
+}
+
+struct Written {
+    /// The history position after the commit.
+    seq: Option<u64>,
+    objects: Vec<(Kind, String, Option<Fields>)>,
+    invoices: Vec<(String, Option<Invoice>)>,
+}
+
+/// A state served by the cache.
+#[derive(Clone)]
+pub struct Snapshot {
+    pub state: Arc<State>,
+    pub index: Arc<StateIndex>,
+    pub generation: u64,
+}
+
+impl StateCache {
+    /// The cached state without asking the store, for a caller that knows
+    /// nobody else wrote it; `None` when a commit of the daemon's own is
+    /// still to be written in, or nothing is cached.
+    pub fn peek(&mut self) -> Option<Snapshot> {
+        self.follow_written();
+        let cached = self.loaded.as_ref()?;
+        Some(Snapshot {
+            state: Arc::clone(&cached.state),
+            index: Arc::clone(&cached.index),
+            generation: self.generation,
+        })
+    }
+
+    /// The state at the history position `seq`: from the cache if it is
+    /// there, else loaded.
+    fn at(&mut self, seq: Option<u64>, store: &dyn Store) -> Result<Snapshot, StoreError> {
+        if let Some(written) = &self.written {
+            if written.seq != seq {
+                self.written = None;
+                self.loaded = None;
+            }
+        }
+        self.follow_written();
+        if let Some(cached) = &self.loaded {
+            if cached.seq == seq {
+                return Ok(Snapshot {
+                    state: Arc::clone(&cached.state),
+                    index: Arc::clone(&cached.index),
+                    generation: self.generation,
+                });
+            }
+        }
+        self.loaded = None;
+        let state = store.load()?;
+        let index = StateIndex::of(&state);
+        self.generation += 1;
+        self.touched.clear();
+        self.loaded = Some(Cached {
+            seq,
+            state: Arc::new(state),
+            index: Arc::new(index),
+        });
+        self.peek().ok_or_else(unreachable_store_error)
+    }
+
+    /// Writes the daemon's own last commit into the cached state, once no
+    /// reconcile holds it any more (no copy is made).
+    fn follow_written(&mut self) {
+        let Some(written) = self.written.take() else {
+            return;
+        };
+        let Some(cached) = self.loaded.as_mut() else {
+            return;
+        };
+        let state = Arc::make_mut(&mut cached.state);
+        let index = Arc::make_mut(&mut cached.index);
+        for (kind, id, fields) in &written.objects {
+            self.touched.extend(index.forget(state, *kind, id));
+            if crate::store::write_object(state, *kind, id, fields.as_ref()).is_err() {
+                self.loaded = None;
+                return;
+            }
+            self.touched.extend(index.record(state, *kind, id));
+        }
+        for (id, invoice) in &written.invoices {
+            self.touched.extend(index.forget_invoice(state, id));
+            state.invoices.remove(id);
+            if let Some(invoice) = invoice {
+                state.invoices.insert(id.clone(), invoice.clone());
+            }
+            self.touched.extend(index.record_invoice(state, id));
+        }
+        index.recount(state);
+        cached.seq = written.seq;
+    }
+
+    /// The accounts the daemon's own commits touched since the last call,
+    /// and the generation they belong to.
+    pub fn take_touched(&mut self) -> (u64, BTreeSet<String>) {
+        self.follow_written();
+        (self.generation, std::mem::take(&mut self.touched))
+    }
+}
+
+fn unreachable_store_error() -> StoreError {
+    StoreError::Unsupported {
+        location: "cache".to_string(),
+        message: "the cached state vanished".to_string(),
+    }
+}
+
+/// A store whose state comes from a [`StateCache`] when the history has not
+/// moved; everything else goes to the store.
 pub struct CachingStore<'a> {
     inner: &'a dyn Store,
     cache: RefCell<&'a mut StateCache>,
@@ -38,26 +175,50 @@ impl<'a> CachingStore<'a> {
     fn last_seq(&self) -> Result<Option<u64>, StoreError> {
         Ok(self.inner.history(Some(1))?.last().map(|entry| entry.seq))
     }
+
+    /// The state now in the store, from the cache when it has not moved.
+    pub fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        let seq = self.last_seq()?;
+        self.cache.borrow_mut().at(seq, self.inner)
+    }
 }
 
 impl Store for CachingStore<'_> {
     fn load(&self) -> Result<State, StoreError> {
-        let seq = self.last_seq()?;
-        let mut cache = self.cache.borrow_mut();
-        if let Some((at, state)) = &cache.loaded {
-            if *at == seq {
-                return Ok(state.clone());
-            }
-        }
-        cache.loaded = None;
-        let state = self.inner.load()?;
-        cache.loaded = Some((seq, state.clone()));
-        Ok(state)
+        Ok(State::clone(&self.snapshot()?.state))
     }
 
     fn commit(&self, commit: Commit) -> Result<(), StoreError> {
-        self.cache.borrow_mut().loaded = None;
-        self.inner.commit(commit)
+        self.cache.borrow_mut().written = None;
+        if commit.records_hint() > FOLLOW_LIMIT {
+            // Too large to keep a copy of: loaded again next time.
+            self.cache.borrow_mut().loaded = None;
+            return self.inner.commit(commit);
+        }
+        let whole = match commit.into_whole() {
+            Ok(whole) => whole,
+            Err(error) => {
+                self.cache.borrow_mut().loaded = None;
+                return Err(error);
+            }
+        };
+        let (objects, invoices) = (whole.objects.clone(), whole.invoices.clone());
+        let result = self.inner.commit(whole);
+        let mut cache = self.cache.borrow_mut();
+        match result.and_then(|()| self.last_seq()) {
+            Ok(seq) => {
+                cache.written = Some(Written {
+                    seq,
+                    objects,
+                    invoices,
+                });
+                Ok(())
+            }
+            Err(error) => {
+                cache.loaded = None;
+                Err(error)
+            }
+        }
     }
 
     fn history(&self, limit: Option<usize>) -> Result<Vec<HistoryEntry>, StoreError> {

@@ -54,7 +54,7 @@ pub fn plan(
 /// Sorted by account, then creations, updates and transfers in dependency
 /// order, then removals in reverse dependency order (after the transfers
 /// that free what they remove).
-fn order_key(change: &Change) -> (&str, u8, i32, &str) {
+pub(crate) fn order_key(change: &Change) -> (&str, u8, i32, &str) {
     let rank = Kind::ALL
         .iter()
         .position(|k| *k == change.kind)

@@ -8,6 +8,7 @@
 mod changes;
 mod diff;
 mod guard;
+pub mod partial;
 mod target;
 
 pub use changes::{Action, Change, Pending, Plan, Summary, FORMAT_VERSION};

@@ -241,6 +241,7 @@ fn daemon_applies_at_start_then_applies_an_edited_file() {
     let status = daemon.wait_for_result("applied", 2);
     assert_eq!(status["result"], "applied", "{status:#}");
     assert_eq!(status["applied"], 1, "{status:#}");
+    assert_eq!(status["planned"], "part", "{status:#}");
     let bob = deed_beside_daemon(
         &workspace,
         &["state", "show", "bob@acme.com", "--format", "json"],
@@ -268,6 +269,76 @@ fn daemon_applies_at_start_then_applies_an_edited_file() {
         assert!(metrics.contains(line), "{line} missing from\n{metrics}");
     }
     assert!(metrics.contains("deed_last_success_timestamp_seconds "));
+}
+
+#[test]
+fn daemon_replans_only_the_accounts_an_edit_concerns() {
+    const GLOBEX: &str = "\
+account: globex
+domains: [globex.com]
+users:
+  hank@globex.com: {role: owner}
+";
+    const INITECH: &str =
+        "account: initech\ndomains: [initech.com]\nusers:\n  bill@initech.com: {role: owner}\n";
+    let workspace = Workspace::with_specs(&[
+        ("acme.yaml", ACME),
+        ("globex.yaml", GLOBEX),
+        ("initech.yaml", INITECH),
+    ]);
+    let mut daemon = Daemon::start(&workspace, &["--interval", "1m"], None);
+    let status = daemon.wait_for_result("applied", 1);
+    assert_eq!(status["planned"], "full", "{status:#}");
+
+    // The first edit re-plans what the start's apply touched (all three
+    // accounts) once; from then on, one account's file re-plans only that
+    // account (the daemon's own commits are followed in memory).
+    workspace.write(
+        "initech.yaml",
+        &format!("{INITECH}  peter@initech.com: {{}}\n"),
+    );
+    let status = daemon.wait_for_result("applied", 2);
+    assert_eq!(status["planned"], "part", "{status:#}");
+    assert_eq!(status["applied"], 1, "{status:#}");
+    workspace.write(
+        "initech.yaml",
+        &format!("{INITECH}  peter@initech.com: {{}}\n  joan@initech.com: {{}}\n"),
+    );
+    let status = daemon.wait_for_result("applied", 3);
+    assert_eq!(status["planned"], "part", "{status:#}");
+    assert_eq!(status["planned_accounts"], 1, "{status:#}");
+    assert_eq!(status["applied"], 1, "{status:#}");
+
+    // A connection pulls the other account in (initech, which the last
+    // apply touched, is planned again once; the two files may be read by
+    // one reconcile or two).
+    workspace.write("globex.yaml", &format!("{GLOBEX}connections: [acme]\n"));
+    workspace.write("acme.yaml", &format!("{ACME}connections: [globex]\n"));
+    let status = daemon.wait_for_result("applied", 4);
+    assert_eq!(status["planned"], "part", "{status:#}");
+    let accounts = status["planned_accounts"].as_u64().unwrap_or(0);
+    assert!((2..=3).contains(&accounts), "{status:#}");
+
+    // Another process writes the state: the next plan is full.
+    let inventory = workspace.root().join("inventory.jsonl");
+    std::fs::write(
+        &inventory,
+        "{\"id\": \"dataset/d1\", \"account\": \"initech\", \"owner\": \"user:bill@initech.com\"}\n",
+    )
+    .expect("write inventory");
+    let inventory = inventory.to_string_lossy().into_owned();
+    deed_beside_daemon(&workspace, &["inventory", "import", &inventory]).ok();
+    workspace.write(
+        "globex.yaml",
+        &format!("{GLOBEX}  mindy@globex.com: {{}}\n"),
+    );
+    let status = daemon.wait_for_result("applied", 5);
+    assert_eq!(status["planned"], "full", "{status:#}");
+
+    // What was applied, part by part, is what a full plan asks for.
+    let plan = deed_beside_daemon(&workspace, &["plan"]).ok();
+    assert!(plan.stdout.contains(super::util::NO_CHANGES), "{plan}");
+    deed_beside_daemon(&workspace, &["state", "check"]).ok();
 }
 
 #[test]
