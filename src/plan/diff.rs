@@ -1,13 +1,13 @@
 //! The diff: the target state (see [`super::target`]) against the state,
 //! kind by kind, into [`Change`]s in the order they are applied.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::target::{self, Target};
 use super::{Action, Change, Plan};
 use crate::desired::Desired;
 use crate::diagnostic::Diagnostic;
-use crate::model::{to_fields, Fields, Kind, ObjectFields, State, Timestamp};
+use crate::model::{to_fields, Asset, Fields, Kind, ObjectFields, State, Timestamp};
 
 /// What planning needs besides the specs and the state.
 #[derive(Clone, Debug)]
@@ -23,15 +23,20 @@ pub fn plan(
     state: &State,
     config: &PlanConfig,
 ) -> Result<Plan, Vec<Diagnostic>> {
-    let target = target::build(desired, state, config.now);
+    let mut target = target::build(desired, state, config.now);
     if !target.errors.is_empty() {
         return Err(target.errors);
     }
+    // Taken out, so that each is freed as the diff goes (a million
+    // entries each when a rule moves a million assets).
+    let overlay = target.assets.take_overlay();
+    let mut reasons = std::mem::take(&mut target.reasons);
     let mut changes = Vec::new();
     let mut differ = Differ {
         desired,
         state,
         target: &target,
+        reasons: &mut reasons,
         changes: &mut changes,
     };
     differ.kind(Kind::Account, &state.accounts, &target.accounts);
@@ -45,7 +50,7 @@ pub fn plan(
     );
     differ.kind(Kind::Product, &state.products, &target.products);
     differ.kind(Kind::License, &state.licenses, &target.licenses);
-    differ.assets();
+    differ.assets(overlay);
     differ.kind(Kind::Grant, &state.grants, &target.grants);
     changes.sort_by(|a, b| order_key(a).cmp(&order_key(b)));
     Ok(Plan::new(changes, target.pending.clone()))
@@ -82,6 +87,8 @@ struct Differ<'a, 's> {
     desired: &'a Desired,
     state: &'s State,
     target: &'a Target<'s>,
+    /// The target's reasons, each taken by its change.
+    reasons: &'a mut HashMap<(Kind, String), String>,
     changes: &'a mut Vec<Change>,
 }
 
@@ -109,13 +116,16 @@ impl Differ<'_, '_> {
         }
     }
 
-    fn assets(&mut self) {
-        for (id, asset) in &self.target.assets.overlay {
-            match self.state.assets.get(id) {
-                None => self.push(Kind::Asset, id, None, Some(to_fields(asset))),
-                Some(existing) if existing != asset => {
-                    let (before, after) = existing.changed_fields(asset);
-                    self.push(Kind::Asset, id, Some(before), Some(after))
+    /// The changed and created assets (the overlay of the target, taken by
+    /// value and freed as it goes), each listed under its new account.
+    fn assets(&mut self, overlay: BTreeMap<String, Asset>) {
+        for (id, asset) in overlay {
+            let account = Some(asset.account.clone());
+            match self.state.assets.get(&id) {
+                None => self.push_in(Kind::Asset, &id, account, None, Some(to_fields(&asset))),
+                Some(existing) if *existing != asset => {
+                    let (before, after) = existing.changed_fields(&asset);
+                    self.push_in(Kind::Asset, &id, account, Some(before), Some(after))
                 }
                 Some(_) => {}
             }
@@ -126,6 +136,19 @@ impl Differ<'_, '_> {
     /// `before`, the full fields), or an update or transfer (the changed
     /// fields on both sides).
     fn push(&mut self, kind: Kind, id: &str, before: Option<Fields>, after: Option<Fields>) {
+        self.push_in(kind, id, None, before, after)
+    }
+
+    /// [`Differ::push`], with the account of the object in the target when
+    /// the caller has it (`None`: looked up).
+    fn push_in(
+        &mut self,
+        kind: Kind,
+        id: &str,
+        target_account: Option<String>,
+        before: Option<Fields>,
+        after: Option<Fields>,
+    ) {
         let (action, before, after) = match (before, after) {
             (None, Some(after)) => (Action::Create, None, Some(after)),
             (Some(before), None) => (Action::Remove, Some(before), None),
@@ -145,7 +168,10 @@ impl Differ<'_, '_> {
             }
             (None, None) => return,
         };
-        let account = self.account_of(kind, id, action);
+        let account = match target_account {
+            Some(account) if action != Action::Remove => account,
+            _ => self.account_of(kind, id, action),
+        };
         let reason = self.reason(kind, id, action);
         self.changes.push(Change::new(
             action, kind, id, account, before, after, reason,
@@ -177,9 +203,9 @@ impl Differ<'_, '_> {
         }
     }
 
-    fn reason(&self, kind: Kind, id: &str, action: Action) -> String {
-        if let Some(reason) = self.target.reasons.get(&(kind, id.to_string())) {
-            return reason.clone();
+    fn reason(&mut self, kind: Kind, id: &str, action: Action) -> String {
+        if let Some(reason) = self.reasons.remove(&(kind, id.to_string())) {
+            return reason;
         }
         let origin = self.desired.origin(kind, id).map(|o| o.path.as_str());
         match (action, origin) {

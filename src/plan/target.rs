@@ -97,6 +97,14 @@ impl<'s> TargetAssets<'s> {
         self.overlay.insert(id.to_string(), asset);
     }
 
+    /// The changed and created assets, taken out for the diff; the owner
+    /// index is dropped with them (a million entries at scale), so that
+    /// their memory is free before the changes are made.
+    pub fn take_overlay(&mut self) -> BTreeMap<String, Asset> {
+        self.by_owner = HashMap::new();
+        std::mem::take(&mut self.overlay)
+    }
+
     /// Number of assets in `account`.
     pub fn count_in(&self, account: &str) -> usize {
         self.by_owner
