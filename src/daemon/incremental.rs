@@ -323,25 +323,14 @@ mod tests {
         /// Writes a commit as the daemon's cache follows its own commits.
         fn follow(&mut self, commit: Commit) {
             let commit = commit.into_whole().expect("commit");
-            for (kind, id, fields) in &commit.objects {
-                self.touched
-                    .extend(self.index.forget(&self.state, *kind, id));
-                crate::store::write_object(&mut self.state, *kind, id, fields.as_ref())
-                    .expect("write");
-                self.touched
-                    .extend(self.index.record(&self.state, *kind, id));
-            }
-            for (id, invoice) in &commit.invoices {
-                self.touched
-                    .extend(self.index.forget_invoice(&self.state, id));
-                self.state.invoices.remove(id);
-                if let Some(invoice) = invoice {
-                    self.state.invoices.insert(id.clone(), invoice.clone());
-                }
-                self.touched
-                    .extend(self.index.record_invoice(&self.state, id));
-            }
-            self.index.recount(&self.state);
+            let touched = crate::daemon::state_cache::write_commit(
+                &mut self.state,
+                &mut self.index,
+                &commit.objects,
+                &commit.invoices,
+            )
+            .expect("write");
+            self.touched.extend(touched);
         }
 
         /// Another process wrote the state: loaded again.

@@ -122,24 +122,13 @@ impl StateCache {
         };
         let state = Arc::make_mut(&mut cached.state);
         let index = Arc::make_mut(&mut cached.index);
-        for (kind, id, fields) in &written.objects {
-            self.touched.extend(index.forget(state, *kind, id));
-            if crate::store::write_object(state, *kind, id, fields.as_ref()).is_err() {
-                self.loaded = None;
-                return;
+        match write_commit(state, index, &written.objects, &written.invoices) {
+            Ok(touched) => {
+                self.touched.extend(touched);
+                cached.seq = written.seq;
             }
-            self.touched.extend(index.record(state, *kind, id));
+            Err(_) => self.loaded = None,
         }
-        for (id, invoice) in &written.invoices {
-            self.touched.extend(index.forget_invoice(state, id));
-            state.invoices.remove(id);
-            if let Some(invoice) = invoice {
-                state.invoices.insert(id.clone(), invoice.clone());
-            }
-            self.touched.extend(index.record_invoice(state, id));
-        }
-        index.recount(state);
-        cached.seq = written.seq;
     }
 
     /// The accounts the daemon's own commits touched since the last call,
@@ -148,6 +137,33 @@ impl StateCache {
         self.follow_written();
         (self.generation, std::mem::take(&mut self.touched))
     }
+}
+
+/// Writes a commit's objects and invoices into `state` as the store wrote
+/// them, keeping `index` right; returns the accounts touched (where each
+/// object was, and where it is now).
+pub(crate) fn write_commit(
+    state: &mut State,
+    index: &mut StateIndex,
+    objects: &[(Kind, String, Option<Fields>)],
+    invoices: &[(String, Option<Invoice>)],
+) -> Result<BTreeSet<String>, String> {
+    let mut touched = BTreeSet::new();
+    for (kind, id, fields) in objects {
+        touched.extend(index.forget(state, *kind, id));
+        crate::store::write_object(state, *kind, id, fields.as_ref())?;
+        touched.extend(index.record(state, *kind, id));
+    }
+    for (id, invoice) in invoices {
+        touched.extend(index.forget_invoice(state, id));
+        state.invoices.remove(id);
+        if let Some(invoice) = invoice {
+            state.invoices.insert(id.clone(), invoice.clone());
+        }
+        touched.extend(index.record_invoice(state, id));
+    }
+    index.recount(state);
+    Ok(touched)
 }
 
 fn unreachable_store_error() -> StoreError {

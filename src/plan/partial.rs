@@ -366,20 +366,14 @@ pub fn closure(
         }
     }
     for (id, account) in &state.accounts {
-        let names_one = account
+        let mut names = account
             .hub
             .iter()
             .chain(account.connections.iter())
-            .chain(account.merged_into.iter())
-            .any(|name| accounts.contains(name));
+            .chain(account.merged_into.iter());
         if accounts.contains(id) {
-            account
-                .hub
-                .iter()
-                .chain(account.connections.iter())
-                .chain(account.merged_into.iter())
-                .for_each(&mut want);
-        } else if names_one {
+            names.for_each(&mut want);
+        } else if names.any(|name| accounts.contains(name)) {
             want(id);
         }
     }
