@@ -169,9 +169,12 @@ impl Planner {
                 return None;
             }
         };
-        let Some(spliced) = partial::splice(&base.plan, state, &base.index, &accounts, part_plan)
+        // Taken, not copied: the splice replaces it (or a full plan does).
+        let previous = std::mem::replace(&mut base.plan, Plan::new(Vec::new(), Vec::new()));
+        let Some(spliced) = partial::splice(previous, state, &base.index, &accounts, part_plan)
         else {
             tracing::debug!("planning in full: a pending item cannot be placed");
+            self.base = None;
             return None;
         };
         base.index.replace(&accounts, &desired);

@@ -540,7 +540,7 @@ fn pending_account(pending: &Pending, state: &State, desired: &DesiredIndex) -> 
 /// `accounts` replaced by `part`, the plan of exactly those accounts. `None`
 /// when a pending item of `previous` cannot be placed.
 pub fn splice(
-    previous: &Plan,
+    previous: Plan,
     state: &State,
     index: &DesiredIndex,
     accounts: &BTreeSet<String>,
@@ -548,9 +548,8 @@ pub fn splice(
 ) -> Option<Plan> {
     let mut changes: Vec<_> = previous
         .changes
-        .iter()
+        .into_iter()
         .filter(|change| !accounts.contains(&change.account))
-        .cloned()
         .collect();
     changes.extend(part.changes);
     changes.sort_by(|a, b| super::diff::order_key(a).cmp(&super::diff::order_key(b)));
