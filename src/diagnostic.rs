@@ -55,7 +55,7 @@ impl Diagnostic {
     /// A diagnostic at an [`Origin`](crate::desired::Origin).
     pub fn at_origin(origin: &crate::desired::Origin, message: impl Into<String>) -> Self {
         Diagnostic {
-            path: origin.path.clone(),
+            path: origin.path.to_string(),
             line: Some(origin.line),
             column: Some(origin.column),
             message: message.into(),

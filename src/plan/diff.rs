@@ -207,7 +207,7 @@ impl Differ<'_, '_> {
         if let Some(reason) = self.reasons.remove(&(kind, id.to_string())) {
             return reason;
         }
-        let origin = self.desired.origin(kind, id).map(|o| o.path.as_str());
+        let origin = self.desired.origin(kind, id).map(|o| &*o.path);
         match (action, origin) {
             (Action::Remove, _) => "no longer in the specs".to_string(),
             (Action::Create, Some(path)) => format!("declared in {path}"),

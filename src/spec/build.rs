@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::hash::BuildHasherDefault;
+use std::sync::Arc;
 
 use crate::desired::{Desired, DesiredAccount, DesiredUser, MoveRule, Origin, Pin, ReassignRule};
 use crate::diagnostic::Diagnostic;
@@ -47,8 +48,9 @@ fn place(origin: &Origin) -> String {
 }
 
 /// The origin of the key at `parts` joined with dots (as [`join`] joins
-/// them), the path written into `scratch` rather than a new string.
-fn origin_of(fragment: &Fragment, scratch: &mut String, parts: &[&str]) -> Origin {
+/// them), the path written into `scratch` rather than a new string, and the
+/// file's shared `path`.
+fn origin_of(fragment: &Fragment, path: &Arc<str>, scratch: &mut String, parts: &[&str]) -> Origin {
     scratch.clear();
     for (n, part) in parts.iter().enumerate() {
         if n > 0 && !scratch.is_empty() {
@@ -56,16 +58,23 @@ fn origin_of(fragment: &Fragment, scratch: &mut String, parts: &[&str]) -> Origi
         }
         scratch.push_str(part);
     }
-    origin(fragment, scratch)
+    origin_at(fragment, path, scratch)
 }
 
-fn origin(fragment: &Fragment, key_path: &str) -> Origin {
+/// The origin of the key at `key_path`, with the file's shared `path`.
+fn origin_at(fragment: &Fragment, path: &Arc<str>, key_path: &str) -> Origin {
     let position = fragment.keys.locate(key_path);
     Origin {
-        path: fragment.path.clone(),
+        path: Arc::clone(path),
         line: position.line,
         column: position.column,
     }
+}
+
+/// The origin of the key at `key_path`, with a path of its own (for the
+/// few origins per account).
+fn origin(fragment: &Fragment, key_path: &str) -> Origin {
+    origin_at(fragment, &Arc::from(fragment.path.as_str()), key_path)
 }
 
 /// Where a step of [`build`] comes in its order: (step, fragment, part).
@@ -174,6 +183,8 @@ pub(crate) struct Builder<'a> {
     /// The account of each user, faster to look up than `desired.users`.
     user_accounts: UserAccounts<'a>,
     rule_numbers: BTreeMap<&'a str, usize>,
+    /// The path of the last fragment added, shared by its origins.
+    path: Option<Arc<str>>,
 }
 
 impl<'a> Builder<'a> {
@@ -191,6 +202,7 @@ impl<'a> Builder<'a> {
             accepted_groups: Vec::new(),
             user_accounts: UserAccounts::default(),
             rule_numbers: BTreeMap::new(),
+            path: None,
         }
     }
 
@@ -199,6 +211,12 @@ impl<'a> Builder<'a> {
     pub(crate) fn add(&mut self, fragment: &'a Fragment) {
         self.report.rank = (1, self.order.len(), 1);
         self.order.push(fragment);
+        // The documents of a file share one path.
+        let path = match &self.path {
+            Some(path) if **path == *fragment.path => Arc::clone(path),
+            _ => Arc::from(fragment.path.as_str()),
+        };
+        self.path = Some(Arc::clone(&path));
         let Builder {
             report,
             desired,
@@ -214,7 +232,7 @@ impl<'a> Builder<'a> {
 
         for (email, spec) in fragment.users.iter().flat_map(|m| m.iter()) {
             let email = email.as_str();
-            let at = origin_of(fragment, scratch, &["users", email]);
+            let at = origin_of(fragment, &path, scratch, &["users", email]);
             if let Some(previous_account) = user_accounts.get(email) {
                 let first = desired
                     .origin(Kind::User, email)
@@ -247,7 +265,7 @@ impl<'a> Builder<'a> {
                     {
                         report.error(
                             account,
-                            &origin(fragment, &join(&join(&join("users", email), "move"), "folder")),
+                            &origin_at(fragment, &path, &join(&join(&join("users", email), "move"), "folder")),
                             format!("user {email}: move.folder is empty: name the folder or leave it out"),
                         );
                     }
@@ -277,7 +295,7 @@ impl<'a> Builder<'a> {
         for (name, spec) in fragment.groups.iter().flat_map(|m| m.iter()) {
             let name = name.as_str();
             let id = joined_id(&[account, name]);
-            let at = origin_of(fragment, scratch, &["groups", name]);
+            let at = origin_of(fragment, &path, scratch, &["groups", name]);
             if desired.groups.contains_key(&id) {
                 let first = desired
                     .origin(Kind::Group, &id)
@@ -298,6 +316,29 @@ impl<'a> Builder<'a> {
             );
             desired.origins.insert((Kind::Group, id), at);
             if let Some(members) = spec.as_ref().and_then(|g| g.members.as_ref()) {
+                // Made now, while later files are still being parsed;
+                // `finish` checks that each member is a user of the account
+                // (if one is not, the build fails and the model is dropped).
+                for (email, role) in members.iter() {
+                    let email = email.as_str();
+                    let at = origin_of(
+                        fragment,
+                        &path,
+                        scratch,
+                        &["groups", name, "members", email],
+                    );
+                    let id = joined_id(&[account, name, email]);
+                    desired.origins.insert((Kind::Membership, id.clone()), at);
+                    desired.memberships.insert(
+                        id,
+                        Membership {
+                            account: account.to_string(),
+                            group: name.to_string(),
+                            user: email.to_string(),
+                            role: *role,
+                        },
+                    );
+                }
                 accepted_groups.push(AcceptedGroup {
                     fragment,
                     name,
@@ -308,7 +349,7 @@ impl<'a> Builder<'a> {
 
         for (org, spec) in fragment.organizations.iter().flat_map(|m| m.iter()) {
             let org = org.as_str();
-            let at = origin_of(fragment, scratch, &["organizations", org]);
+            let at = origin_of(fragment, &path, scratch, &["organizations", org]);
             if let Some(previous) = desired.organizations.get(org) {
                 // Reported, and its products still checked (they are global too).
                 let first = desired
@@ -336,6 +377,7 @@ impl<'a> Builder<'a> {
                 let product = product.as_str();
                 let at = origin_of(
                     fragment,
+                    &path,
                     scratch,
                     &["organizations", org, "products", product],
                 );
@@ -368,6 +410,7 @@ impl<'a> Builder<'a> {
                 if !access.is_empty() {
                     let access_at = origin_of(
                         fragment,
+                        &path,
                         scratch,
                         &["organizations", org, "products", product, "access"],
                     );
@@ -396,7 +439,7 @@ impl<'a> Builder<'a> {
 
         for (license, spec) in fragment.licenses.iter().flat_map(|m| m.iter()) {
             let license = license.as_str();
-            let at = origin_of(fragment, scratch, &["licenses", license]);
+            let at = origin_of(fragment, &path, scratch, &["licenses", license]);
             if let Some(previous) = desired.licenses.get(license) {
                 let first = desired
                     .origin(Kind::License, license)
@@ -412,7 +455,7 @@ impl<'a> Builder<'a> {
             if let Some(assignee) = &spec.assignee {
                 references.push(Reference {
                     account,
-                    at: origin_of(fragment, scratch, &["licenses", license, "assignee"]),
+                    at: origin_of(fragment, &path, scratch, &["licenses", license, "assignee"]),
                     subject: Subject::LicenseAssignee(license),
                     target: Target::Assignee {
                         license,
@@ -436,7 +479,7 @@ impl<'a> Builder<'a> {
 
         for (asset, spec) in fragment.assets.iter().flat_map(|m| m.iter()) {
             let asset = asset.as_str();
-            let at = origin_of(fragment, scratch, &["assets", asset]);
+            let at = origin_of(fragment, &path, scratch, &["assets", asset]);
             if let Some(previous) = desired.pins.get(asset) {
                 let first = desired
                     .origin(Kind::Asset, asset)
@@ -455,7 +498,7 @@ impl<'a> Builder<'a> {
             }
             references.push(Reference {
                 account,
-                at: origin_of(fragment, scratch, &["assets", asset, "owner"]),
+                at: origin_of(fragment, &path, scratch, &["assets", asset, "owner"]),
                 subject: Subject::AssetOwner(asset),
                 target: Target::Owner(&spec.owner.0),
             });
@@ -481,12 +524,12 @@ impl<'a> Builder<'a> {
             *number += 1;
             let number = *number;
             let rule_path = format!("reassign[{index}]");
-            let at = origin(fragment, &rule_path);
+            let at = origin_at(fragment, &path, &rule_path);
             let kinds = match &rule.kinds {
                 Some(kinds) if kinds.is_empty() => {
                     report.error(
                         account,
-                        &origin(fragment, &join(&rule_path, "kinds")),
+                        &origin_at(fragment, &path, &join(&rule_path, "kinds")),
                         format!(
                             "reassign rule {number} of account {account}: kinds is empty; leave it out to match every kind"
                         ),
@@ -513,7 +556,7 @@ impl<'a> Builder<'a> {
             }
             references.push(Reference {
                 account,
-                at: origin(fragment, &join(&rule_path, "to")),
+                at: origin_at(fragment, &path, &join(&rule_path, "to")),
                 subject: Subject::ReassignTo { number, account },
                 target: Target::Owner(&rule.to.0),
             });
@@ -544,7 +587,7 @@ impl<'a> Builder<'a> {
             order,
             mut report,
             mut desired,
-            mut scratch,
+            scratch: _,
             references,
             owners,
             accepted_groups,
@@ -721,31 +764,22 @@ impl<'a> Builder<'a> {
         }
 
         report.rank = (3, 0, 0);
-        // Memberships: members must be users of the group's account.
+        // Memberships (made by `add`): members must be users of the group's
+        // account.
         for group in &accepted_groups {
             let account = group.fragment.account.as_str();
             let name = group.name;
-            for (email, role) in group.members.iter() {
+            for (email, _) in group.members.iter() {
                 let email = email.as_str();
-                let at = origin_of(
+                if user_accounts.get(email) == Some(&account) {
+                    continue;
+                }
+                let at = origin(
                     group.fragment,
-                    &mut scratch,
-                    &["groups", name, "members", email],
+                    &join(&join(&join("groups", name), "members"), email),
                 );
                 let subject = format_args!("group {name}: member");
-                if check_user(&user_accounts, &mut report, account, &at, subject, email) {
-                    let id = joined_id(&[account, name, email]);
-                    desired.origins.insert((Kind::Membership, id.clone()), at);
-                    desired.memberships.insert(
-                        id,
-                        Membership {
-                            account: account.to_string(),
-                            group: name.to_string(),
-                            user: email.to_string(),
-                            role: *role,
-                        },
-                    );
-                }
+                check_user(&user_accounts, &mut report, account, &at, subject, email);
             }
         }
 

@@ -201,7 +201,7 @@ impl KeyIndex {
 /// A fast, deterministic hasher for maps keyed by spec text (emails, ids)
 /// while merging: [`hash_folded`] of what is written.
 #[derive(Default)]
-pub(crate) struct KeyHasher(u64);
+pub struct KeyHasher(u64);
 
 impl std::hash::Hasher for KeyHasher {
     fn write(&mut self, bytes: &[u8]) {

@@ -34,7 +34,7 @@ pub use fragment::{
     MoveSpec, ObjectId, OrganizationSpec, ProductSpec, ReassignSpec, Sku, SpecDate, SpecDuration,
     SpecOwner, SpecText, TagKey, UniqueMap, UserSpec,
 };
-pub use keys::{KeyIndex, Position};
+pub use keys::{KeyHasher, KeyIndex, Position};
 pub use parse::{ParsedFile, MAX_FLOW_DEPTH};
 pub use read::{git_revision, is_skipped, is_spec_file, MAX_FILE_BYTES};
 
