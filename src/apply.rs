@@ -391,9 +391,9 @@ fn decide(change: &Change, current: Option<&Fields>) -> Decision {
                 .collect();
             Decision::Conflict(format!(
                 "expected {} or {}, found {}",
-                serde_json::Value::Object(before.clone()),
-                serde_json::Value::Object(after.clone()),
-                serde_json::Value::Object(found)
+                serde_json::Value::from(before.clone()),
+                serde_json::Value::from(after.clone()),
+                serde_json::Value::from(found)
             ))
         }
     }
@@ -620,7 +620,7 @@ mod tests {
 
     fn fields(value: serde_json::Value) -> Option<Fields> {
         match value {
-            serde_json::Value::Object(fields) => Some(fields),
+            serde_json::Value::Object(fields) => Some(fields.into()),
             _ => None,
         }
     }

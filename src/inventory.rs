@@ -287,9 +287,9 @@ impl ImportParts {
                 credits: balance,
                 ..account.clone()
             };
-            let mut before = serde_json::Map::new();
+            let mut before = crate::model::Fields::new();
             before.insert("credits".into(), account.credits.into());
-            let mut after = serde_json::Map::new();
+            let mut after = crate::model::Fields::new();
             after.insert("credits".into(), balance.into());
             let change = Change::new(
                 Action::Update,

@@ -532,8 +532,9 @@ pub struct State {
     pub invoices: BTreeMap<String, Invoice>,
 }
 
-/// The fields of one object as JSON values, by contract name.
-pub type Fields = serde_json::Map<String, serde_json::Value>;
+mod fields;
+
+pub use fields::Fields;
 
 /// Runs `$body` with `$map` bound to the map of `State` that holds `$kind`,
 /// and `$T` to its object type.
@@ -623,7 +624,7 @@ macro_rules! with_kind_map {
 /// Turns any object into its fields.
 pub fn to_fields<T: Serialize>(object: &T) -> Fields {
     match serde_json::to_value(object) {
-        Ok(serde_json::Value::Object(fields)) => fields,
+        Ok(serde_json::Value::Object(fields)) => fields.into(),
         _ => Fields::new(),
     }
 }
@@ -695,7 +696,7 @@ impl State {
                     Ok(())
                 }
                 Some(fields) => {
-                    let object = serde_json::from_value(serde_json::Value::Object(fields))
+                    let object = serde_json::from_value(serde_json::Value::from(fields))
                         .map_err(|error| format!("{kind} {id}: {error}"))?;
                     map.insert(id.to_string(), object);
                     Ok(())

@@ -586,7 +586,7 @@ fn object_fields(state: &State, kind: Kind, id: &str) -> Option<serde_json::Valu
             serde_json::json!(state.invoices_of_product(id)),
         );
     }
-    Some(serde_json::Value::Object(fields))
+    Some(serde_json::Value::from(fields))
 }
 
 /// The object `id`, looked up kind by kind in dependency order (emails
@@ -624,7 +624,7 @@ fn state_show(id: Option<&str>, format: ShowFormat, config: &Config) -> Result<O
             let invoices: serde_json::Map<String, serde_json::Value> = state
                 .invoices
                 .iter()
-                .map(|(id, invoice)| (id.clone(), serde_json::Value::Object(to_fields(invoice))))
+                .map(|(id, invoice)| (id.clone(), serde_json::Value::from(to_fields(invoice))))
                 .collect();
             all.insert("invoices".into(), serde_json::Value::Object(invoices));
             serde_json::Value::Object(all)

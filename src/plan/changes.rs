@@ -129,15 +129,22 @@ impl StableHasher {
     fn fields(&mut self, fields: Option<&Fields>) {
         match fields {
             None => self.bytes(b"n"),
-            Some(fields) => {
-                self.bytes(b"m");
-                self.bytes(&(fields.len() as u64).to_le_bytes());
-                // serde_json maps are sorted by key: the walk is canonical.
-                for (name, value) in fields {
-                    self.text(name);
-                    self.value(value);
-                }
-            }
+            Some(fields) => self.entries(fields.len(), fields.iter()),
+        }
+    }
+
+    /// The entries of a map, in name order (both `Fields` and serde_json's
+    /// maps are sorted by name: the walk is canonical).
+    fn entries<'a>(
+        &mut self,
+        len: usize,
+        entries: impl Iterator<Item = (&'a String, &'a serde_json::Value)>,
+    ) {
+        self.bytes(b"m");
+        self.bytes(&(len as u64).to_le_bytes());
+        for (name, value) in entries {
+            self.text(name);
+            self.value(value);
         }
     }
 
@@ -162,7 +169,7 @@ impl StableHasher {
                     self.value(item);
                 }
             }
-            Value::Object(map) => self.fields(Some(map)),
+            Value::Object(map) => self.entries(map.len(), map.iter()),
         }
     }
 

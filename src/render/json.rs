@@ -21,7 +21,10 @@ mod tests {
 
     #[test]
     fn json_plan_has_the_contract_shape_and_reads_back() {
-        let after = json!({"owner": "group:analysts"}).as_object().cloned();
+        let after = json!({"owner": "group:analysts"})
+            .as_object()
+            .cloned()
+            .map(crate::model::Fields::from);
         let plan = Plan::new(
             vec![
                 Change::new(
@@ -29,7 +32,10 @@ mod tests {
                     Kind::Asset,
                     "dataset/ds-1",
                     "acme",
-                    json!({"owner": "user:dave@acme.com"}).as_object().cloned(),
+                    json!({"owner": "user:dave@acme.com"})
+                        .as_object()
+                        .cloned()
+                        .map(crate::model::Fields::from),
                     after,
                     "reassign rule 1 of account acme",
                 ),

@@ -220,8 +220,14 @@ mod tests {
             Kind::User,
             format!("user-{n}@acme.com"),
             "acme",
-            json!({"role": "member"}).as_object().cloned(),
-            json!({"role": "admin"}).as_object().cloned(),
+            json!({"role": "member"})
+                .as_object()
+                .cloned()
+                .map(crate::model::Fields::from),
+            json!({"role": "admin"})
+                .as_object()
+                .cloned()
+                .map(crate::model::Fields::from),
             reason,
         )
     }
@@ -311,8 +317,14 @@ mod tests {
             Kind::User,
             "x@acme.com",
             "acme",
-            json!({"name": "a|b"}).as_object().cloned(),
-            json!({"name": "<b>"}).as_object().cloned(),
+            json!({"name": "a|b"})
+                .as_object()
+                .cloned()
+                .map(crate::model::Fields::from),
+            json!({"name": "<b>"})
+                .as_object()
+                .cloned()
+                .map(crate::model::Fields::from),
             "declared",
         ));
         let text = render_markdown(&Plan::new(changes, Vec::new()), None, None);

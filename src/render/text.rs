@@ -114,7 +114,7 @@ mod tests {
 
     fn fields(value: serde_json::Value) -> Option<Fields> {
         match value {
-            serde_json::Value::Object(map) => Some(map),
+            serde_json::Value::Object(map) => Some(map.into()),
             _ => None,
         }
     }

@@ -155,7 +155,7 @@ objects! {
 impl Object {
     /// Checks that `fields` make an object of `kind`.
     pub(crate) fn from_fields(kind: Kind, fields: Fields) -> serde_json::Result<Object> {
-        Object::deserialize_kind(kind, serde_json::Value::Object(fields))
+        Object::deserialize_kind(kind, serde_json::Value::from(fields))
     }
 
     /// The bytes the store keeps.
