@@ -110,6 +110,13 @@ impl StateLoader {
         }
     }
 
+    /// Leaves the thread to itself: the command ends without waiting for
+    /// it (the process exits right after, which closes what it opened; it
+    /// only reads).
+    fn abandon(mut self) {
+        self.thread = None;
+    }
+
     /// The loaded state, once it is there.
     fn state(&mut self) -> Result<State> {
         match self.state.recv() {
@@ -216,11 +223,18 @@ fn plan_command(args: &PlanArgs, config: &Config) -> Result<Outcome> {
     check_max_removal(args.max_removal)?;
     let started = std::time::Instant::now();
     let mut state_loader = StateLoader::start(config);
-    // The specs are read on this thread meanwhile; their errors come first.
-    let desired = load_specs(config);
+    // The specs are read on this thread meanwhile; their errors come first,
+    // and at once: the command does not wait for a state that may be slow
+    // to answer (a PostgreSQL server that does not respond).
+    let desired = match load_specs(config) {
+        Ok(desired) => desired,
+        Err(error) => {
+            state_loader.abandon();
+            return Err(error);
+        }
+    };
     let specs_loaded = started.elapsed();
-    let state = state_loader.state();
-    let (desired, state) = (desired?, state?);
+    let state = state_loader.state()?;
     let state_loaded = started.elapsed();
     let plan = make_plan(&desired, &state, config)?;
     // Both loads start at once: each time is from the start.

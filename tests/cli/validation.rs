@@ -506,3 +506,32 @@ fn validate_and_plan_never_write_and_plan_against_an_empty_state() {
         missing.display()
     );
 }
+
+/// Spec errors are reported at once even when the state does not answer:
+/// `plan` loads the state on another thread while it reads the specs, and
+/// does not wait for it once the specs are refused. The state here is a
+/// server that accepts the connection and never speaks (before the fix,
+/// `plan` printed the errors and then hung).
+#[test]
+fn plan_reports_spec_errors_without_waiting_for_a_state_that_does_not_answer() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a local port");
+    let address = silent.local_addr().expect("the local address");
+    let url = format!("postgres://deed@{address}/deed");
+    let workspace = Workspace::with_specs(&[("acme.yaml", "account: acme\nusers: [\n")]);
+    let specs = workspace.specs().display().to_string();
+    let started = Instant::now();
+    let output = super::util::deed_command(workspace.root())
+        .args(["--specs", &specs, "--state", &url, "plan"])
+        .timeout(Duration::from_secs(20))
+        .output()
+        .expect("run deed");
+    let elapsed = started.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("acme.yaml:2:"), "{stderr}");
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "took {elapsed:?}: {stderr}"
+    );
+    drop(silent);
+}
