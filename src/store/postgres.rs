@@ -166,6 +166,63 @@ struct Inner {
 }
 
 impl PostgresStore {
+    /// Checks and encodes the records of one part of a commit; the last
+    /// write of a key in the part wins, as in a sled batch (later parts
+    /// are written after it, so theirs win over it).
+    fn encode_part(
+        &self,
+        objects_in: Vec<(Kind, String, Option<crate::model::Fields>)>,
+        invoices_in: Vec<(String, Option<Invoice>)>,
+        notifications: &[Notification],
+    ) -> Result<Rows, StoreError> {
+        let mut objects: BTreeMap<(Kind, String), Option<String>> = BTreeMap::new();
+        for (kind, id, fields) in objects_in {
+            let value = match fields {
+                None => None,
+                Some(fields) => {
+                    let invalid = |message: String| StoreError::InvalidObject {
+                        path: self.location.clone(),
+                        kind,
+                        id: id.clone(),
+                        message,
+                    };
+                    let object = Object::from_fields(kind, fields)
+                        .map_err(|error| invalid(error.to_string()))?;
+                    Some(
+                        serde_json::to_string(&object)
+                            .map_err(|error| invalid(error.to_string()))?,
+                    )
+                }
+            };
+            objects.insert((kind, id), value);
+        }
+        let mut invoices: BTreeMap<String, Option<String>> = BTreeMap::new();
+        for (id, invoice) in invoices_in {
+            let value = match invoice {
+                None => None,
+                Some(invoice) => Some(encode(&self.location, &invoice)?),
+            };
+            invoices.insert(id, value);
+        }
+        let mut outbox: BTreeMap<String, (String, bool)> = BTreeMap::new();
+        for notification in notifications {
+            let value = encode(&self.location, notification)?;
+            outbox.insert(notification.id.clone(), (value, notification.delivered));
+        }
+        Ok(Rows {
+            objects: objects
+                .into_iter()
+                .map(|((kind, id), value)| (kind.as_str(), id, value))
+                .collect(),
+            invoices: invoices.into_iter().collect(),
+            history: Vec::new(),
+            outbox: outbox
+                .into_iter()
+                .map(|(id, (value, delivered))| (id, value, delivered))
+                .collect(),
+        })
+    }
+
     /// Connects to `url`, takes the writer's lock (at once, or waiting with
     /// `wait`), and creates or migrates deed's tables.
     pub fn open_for_writing(url: &str, wait: bool) -> Result<PostgresStore, StoreError> {
@@ -411,49 +468,7 @@ impl Store for PostgresStore {
         if commit.is_empty() {
             return Ok(());
         }
-        // One transaction: the parts of a large commit are gathered first.
-        let commit = commit.into_whole()?;
-        if commit.is_empty() {
-            return Ok(());
-        }
         self.check_writable()?;
-        // Check and encode everything before touching the database; the
-        // last write of a key in one commit wins, as in a sled batch.
-        let mut objects: BTreeMap<(Kind, String), Option<String>> = BTreeMap::new();
-        for (kind, id, fields) in commit.objects {
-            let value = match fields {
-                None => None,
-                Some(fields) => {
-                    let invalid = |message: String| StoreError::InvalidObject {
-                        path: self.location.clone(),
-                        kind,
-                        id: id.clone(),
-                        message,
-                    };
-                    let object = Object::from_fields(kind, fields)
-                        .map_err(|error| invalid(error.to_string()))?;
-                    Some(
-                        serde_json::to_string(&object)
-                            .map_err(|error| invalid(error.to_string()))?,
-                    )
-                }
-            };
-            objects.insert((kind, id), value);
-        }
-        let mut invoices: BTreeMap<String, Option<String>> = BTreeMap::new();
-        for (id, invoice) in commit.invoices {
-            let value = match invoice {
-                None => None,
-                Some(invoice) => Some(encode(&self.location, &invoice)?),
-            };
-            invoices.insert(id, value);
-        }
-        let mut outbox: BTreeMap<String, (String, bool)> = BTreeMap::new();
-        for notification in &commit.notifications {
-            let value = encode(&self.location, notification)?;
-            outbox.insert(notification.id.clone(), (value, notification.delivered));
-        }
-
         let mut inner = self.lock_inner();
         let Inner {
             client,
@@ -468,33 +483,44 @@ impl Store for PostgresStore {
         if version != *seen_version {
             return Err(self.conflict());
         }
-        let mut rows = Rows {
-            objects: objects
-                .into_iter()
-                .map(|((kind, id), value)| (kind.as_str(), id, value))
-                .collect(),
-            invoices: invoices.into_iter().collect(),
-            history: Vec::new(),
-            outbox: outbox
-                .into_iter()
-                .map(|(id, (value, delivered))| (id, value, delivered))
-                .collect(),
-        };
-        if !commit.history.is_empty() {
-            let row = tx
-                .query_one(
-                    "SELECT coalesce(max(seq), 0)::bigint FROM deed_history",
-                    &[],
-                )
-                .map_err(|e| self.db(&e))?;
-            let mut seq: i64 = row.try_get(0).map_err(|e| self.db(&e))?;
-            for mut entry in commit.history {
-                seq += 1;
-                entry.seq = u64::try_from(seq).unwrap_or_default();
-                rows.history.push((seq, encode(&self.location, &entry)?));
+        // One transaction; the parts of a large commit are made, checked,
+        // encoded and written one after the other inside it, so a commit
+        // of a million records is never held whole. Any error drops the
+        // transaction: nothing is written.
+        let mut last_seq: Option<i64> = None;
+        let mut wrote = false;
+        for part in commit.into_parts() {
+            let part = part?;
+            if part.is_empty() {
+                continue;
             }
+            let mut rows = self.encode_part(part.objects, part.invoices, &part.notifications)?;
+            if !part.history.is_empty() {
+                let mut seq = match last_seq {
+                    Some(seq) => seq,
+                    None => {
+                        let row = tx
+                            .query_one(
+                                "SELECT coalesce(max(seq), 0)::bigint FROM deed_history",
+                                &[],
+                            )
+                            .map_err(|e| self.db(&e))?;
+                        row.try_get(0).map_err(|e| self.db(&e))?
+                    }
+                };
+                for mut entry in part.history {
+                    seq += 1;
+                    entry.seq = u64::try_from(seq).unwrap_or_default();
+                    rows.history.push((seq, encode(&self.location, &entry)?));
+                }
+                last_seq = Some(seq);
+            }
+            rows.write(&mut tx, &self.location)?;
+            wrote = true;
         }
-        rows.write(&mut tx, &self.location)?;
+        if !wrote {
+            return Ok(());
+        }
         let version = bump_version(&mut tx, &self.location)?;
         tx.commit().map_err(|e| self.db(&e))?;
         *seen_version = version;

@@ -711,3 +711,107 @@ fn a_takeover_waits_for_a_fenced_commit_in_progress() {
         "{waited:?}"
     );
 }
+
+/// Parts of a commit, handed out in order (the last one may fail).
+struct QueuedParts(std::collections::VecDeque<Result<Commit<'static>, StoreError>>);
+
+impl crate::store::MakeParts for QueuedParts {
+    fn next_part(
+        &mut self,
+        _changes: &[crate::plan::Change],
+        _state: &State,
+    ) -> Option<Result<Commit<'static>, StoreError>> {
+        self.0.pop_front()
+    }
+}
+
+/// A commit of `asset` tagged `part=0`, then parts tagging it `part=N`,
+/// each with a history entry, then `last` (if any).
+fn parted_commit<'a>(
+    state: &'a State,
+    asset: &str,
+    parts: usize,
+    last: Option<Result<Commit<'static>, StoreError>>,
+) -> Commit<'a> {
+    let tagged = |n: usize| {
+        let mut object = state.assets[asset].clone();
+        object.tags.insert("part".into(), n.to_string());
+        crate::model::to_fields(&object)
+    };
+    let mut queue: std::collections::VecDeque<_> = (1..=parts)
+        .map(|n| {
+            Ok(Commit {
+                objects: vec![(Kind::Asset, asset.to_string(), Some(tagged(n)))],
+                history: vec![entry(&format!("part {n}"))],
+                ..Commit::default()
+            })
+        })
+        .collect();
+    queue.extend(last);
+    Commit {
+        objects: vec![(Kind::Asset, asset.to_string(), Some(tagged(0)))],
+        history: vec![entry("part 0")],
+        rest: Some(crate::store::Parts::new(
+            2 * parts,
+            &[],
+            state,
+            QueuedParts(queue),
+        )),
+        ..Commit::default()
+    }
+}
+
+#[test]
+fn a_commit_in_parts_is_written_in_one_transaction_and_its_last_write_wins() {
+    let database = database!();
+    let store = filled(&database);
+    let state = store.load().expect("load");
+    let asset = state.assets.keys().next().expect("an asset").clone();
+    let history_before = store.history(None).expect("history").len();
+    store
+        .commit(parted_commit(&state, &asset, 3, None))
+        .expect("commit");
+    let after = store.load().expect("load");
+    assert_eq!(after.assets[&asset].tags["part"], "3");
+    let history = store.history(None).expect("history");
+    assert_eq!(history.len(), history_before + 4);
+    assert_eq!(
+        history.iter().map(|entry| entry.seq).collect::<Vec<_>>(),
+        (1..=history.len() as u64).collect::<Vec<_>>()
+    );
+    assert_eq!(history[history_before + 3].change.object, "part 3");
+}
+
+#[test]
+fn a_commit_whose_later_part_fails_writes_none_of_its_parts() {
+    let database = database!();
+    let store = filled(&database);
+    let state = store.load().expect("load");
+    let asset = state.assets.keys().next().expect("an asset").clone();
+    let before = dump_bytes(&store);
+    let mut bad = Fields::new();
+    bad.insert("account".into(), serde_json::json!("acme"));
+    bad.insert("owner".into(), serde_json::json!("nobody at all"));
+    let invalid = Commit {
+        objects: vec![(Kind::Asset, "dataset/ds-9".into(), Some(bad))],
+        ..Commit::default()
+    };
+    match store.commit(parted_commit(&state, &asset, 2, Some(Ok(invalid)))) {
+        Err(StoreError::InvalidObject { id, .. }) => assert_eq!(id, "dataset/ds-9"),
+        other => panic!("expected InvalidObject, got {other:?}"),
+    }
+    assert_eq!(dump_bytes(&store), before);
+    let failing = Err(StoreError::Unsupported {
+        location: "test".into(),
+        message: "a part failed".into(),
+    });
+    assert!(store
+        .commit(parted_commit(&state, &asset, 2, Some(failing)))
+        .is_err());
+    assert_eq!(dump_bytes(&store), before);
+    // The store is still usable, and nothing was left half-done.
+    store
+        .commit(parted_commit(&state, &asset, 1, None))
+        .expect("commit");
+    assert_eq!(store.load().expect("load").assets[&asset].tags["part"], "1");
+}
