@@ -148,7 +148,12 @@ pub fn parse_import<'a>(
                             .flatten()
                             .map(|v| v.to_ascii_lowercase())
                             .collect(),
-                        tags: record.tags.clone().unwrap_or_default(),
+                        tags: record
+                            .tags
+                            .clone()
+                            .unwrap_or_default()
+                            .into_iter()
+                            .collect(),
                     },
                 );
             }

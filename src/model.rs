@@ -495,7 +495,7 @@ pub struct Asset {
     pub creator: Option<String>,
     pub folder: Option<String>,
     pub versions: Vec<String>,
-    pub tags: BTreeMap<String, String>,
+    pub tags: Tags,
 }
 
 /// Access to an asset granted to a user who does not own it, identified by
@@ -533,8 +533,10 @@ pub struct State {
 }
 
 mod fields;
+mod tags;
 
 pub use fields::Fields;
+pub use tags::Tags;
 
 /// Runs `$body` with `$map` bound to the map of `State` that holds `$kind`,
 /// and `$T` to its object type.

@@ -592,7 +592,7 @@ impl<'a> Builder<'a> {
                     creator: pin.owner.user().map(str::to_string),
                     folder: None,
                     versions: Vec::new(),
-                    tags: pin.tags.clone(),
+                    tags: pin.tags.clone().into_iter().collect(),
                 },
             };
             if target.assets.get(id) != Some(&asset) {
@@ -868,7 +868,7 @@ impl<'a> Builder<'a> {
                 target.assets.put(&id, asset);
             }
             if created_folder && target.assets.get(&folder_id).is_none() {
-                let mut tags = BTreeMap::new();
+                let mut tags = crate::model::Tags::new();
                 tags.insert("name".to_string(), folder_name.clone());
                 target.assets.put(
                     &folder_id,

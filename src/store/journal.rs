@@ -451,7 +451,6 @@ impl Fnv {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
 
     use super::*;
     use crate::model::{to_fields, Asset, Kind, Owner, State};
@@ -471,7 +470,7 @@ mod tests {
             creator: Some("alice@acme.com".into()),
             folder: None,
             versions: Vec::new(),
-            tags: BTreeMap::from([("n".into(), n.to_string())]),
+            tags: crate::model::Tags::from([("n".into(), n.to_string())]),
         }
     }
 

@@ -659,7 +659,6 @@ fn parse_decimal<T: std::str::FromStr>(bytes: &[u8]) -> Option<T> {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use std::collections::BTreeMap;
 
     use super::*;
     use crate::model::{
@@ -752,7 +751,7 @@ pub(crate) mod tests {
                     creator: Some("bob@acme.com".into()),
                     folder: Some("folder/fo-1".into()),
                     versions: vec!["bob@acme.com".into(), "alice@acme.com".into()],
-                    tags: BTreeMap::from([("project".into(), "x".into())]),
+                    tags: crate::model::Tags::from([("project".into(), "x".into())]),
                 },
             );
         }
@@ -1174,7 +1173,7 @@ pub(crate) mod tests {
             creator: Some("dave@acme.com".into()),
             folder: Some("folder/fo-1".into()),
             versions: Vec::new(),
-            tags: BTreeMap::from([("project".into(), "x".into())]),
+            tags: crate::model::Tags::from([("project".into(), "x".into())]),
         });
         let started = std::time::Instant::now();
         for chunk in 0..10 {
