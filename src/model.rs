@@ -532,11 +532,15 @@ pub struct State {
     pub invoices: BTreeMap<String, Invoice>,
 }
 
-mod fields;
-mod tags;
+mod sorted_map;
 
-pub use fields::Fields;
-pub use tags::Tags;
+pub use sorted_map::SortedMap;
+
+/// The fields of one object as JSON values, by contract name, in name order.
+pub type Fields = SortedMap<serde_json::Value>;
+
+/// The tags of an asset, in key order.
+pub type Tags = SortedMap<String>;
 
 /// Runs `$body` with `$map` bound to the map of `State` that holds `$kind`,
 /// and `$T` to its object type.
