@@ -228,10 +228,10 @@ impl Workload {
         if let Some(partner) = partner_of(i, self.accounts) {
             let _ = writeln!(s, "connections: [{}]", account(partner));
         }
-        if i % 3 == 0 {
+        if i.is_multiple_of(3) {
             let _ = writeln!(s, "invite_ttl: 72h");
         }
-        if i % 5 == 0 {
+        if i.is_multiple_of(5) {
             let _ = writeln!(s, "successor: {}", user(i, 1));
         }
         s.push_str("users:\n");

@@ -359,7 +359,7 @@ fn apply_command(args: &ApplyArgs, config: &Config) -> Result<Outcome> {
         Some(path) => {
             let plan = read_plan_file(path)?;
             let store = open(config, Access::Write { wait: args.wait })?;
-            store.set_progress(Some(CommitBar::new()));
+            store.set_progress(Some(CommitBar::shared()));
             let state = store.load()?;
             reconcile::check_plan(&plan, &state, &options)?;
             let context = ApplyContext {
@@ -376,7 +376,7 @@ fn apply_command(args: &ApplyArgs, config: &Config) -> Result<Outcome> {
         None => {
             let desired = load_specs(config)?;
             let store = open(config, Access::Write { wait: args.wait })?;
-            store.set_progress(Some(CommitBar::new()));
+            store.set_progress(Some(CommitBar::shared()));
             let reconciled = reconcile::reconcile(&desired, store.as_ref(), &options)?;
             let text_options = render::text::TextOptions {
                 color: config.color,
@@ -417,7 +417,7 @@ impl CommitBar {
     /// How long a commit runs before its bar is drawn.
     const DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 
-    fn new() -> std::sync::Arc<dyn store::CommitProgress> {
+    fn shared() -> std::sync::Arc<dyn store::CommitProgress> {
         let bar = indicatif::ProgressBar::hidden();
         let style = indicatif::ProgressStyle::with_template(
             "{msg:>9} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} records, {eta} left",
@@ -664,7 +664,7 @@ fn read_input(path: &Path) -> Result<String> {
 fn inventory_import(file: &Path, wait: bool, config: &Config) -> Result<Outcome> {
     let text = read_input(file)?;
     let store = open(config, Access::Write { wait })?;
-    store.set_progress(Some(CommitBar::new()));
+    store.set_progress(Some(CommitBar::shared()));
     let state = store.load()?;
     let path = file.display().to_string();
     let import = crate::inventory::parse_import(&path, &text, &state, config.now)

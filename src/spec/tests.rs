@@ -563,7 +563,7 @@ fn an_alias_bomb_is_refused_quickly() {
     let mut text = String::from("account: acme\ndomains: [acme.com]\nx0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
     for level in 1..10 {
         let previous = format!("*a{}", level - 1);
-        let list = vec![previous.as_str(); 10].join(", ");
+        let list = [previous.as_str(); 10].join(", ");
         text.push_str(&format!("x{level}: &a{level} [{list}]\n"));
     }
     let errors = within_a_second(&text);
@@ -593,7 +593,7 @@ fn an_alias_bomb_in_an_ignored_place_hits_the_repetition_limit() {
     let mut text = String::from("a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
     for level in 1..9 {
         let previous = format!("*a{}", level - 1);
-        let list = vec![previous.as_str(); 10].join(", ");
+        let list = [previous.as_str(); 10].join(", ");
         text.push_str(&format!("a{level}: &a{level} [{list}]\n"));
     }
     let started = Instant::now();

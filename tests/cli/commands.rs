@@ -42,6 +42,17 @@ fn accepting_an_invitation_makes_the_user_active() {
     assert_eq!(plan["changes"], serde_json::json!([]), "{plan:#}");
 }
 
+/// One history entry as the test reads it: seq, action, object, reason,
+/// actor, revision.
+type HistorySummary<'a> = (
+    u64,
+    &'a str,
+    &'a str,
+    &'a str,
+    Option<&'a str>,
+    Option<&'a str>,
+);
+
 #[test]
 fn history_lists_applied_changes_with_actor_and_revision() {
     let workspace = Workspace::with_specs(&[("acme.yaml", ACME)]);
@@ -66,7 +77,7 @@ fn history_lists_applied_changes_with_actor_and_revision() {
         .lines()
         .map(|line| serde_json::from_str(line).expect("a JSON line"))
         .collect();
-    let summary: Vec<(u64, &str, &str, &str, Option<&str>, Option<&str>)> = entries
+    let summary: Vec<HistorySummary> = entries
         .iter()
         .map(|entry| {
             (

@@ -270,7 +270,7 @@ fn hostile_sizes_are_refused_quickly_and_leave_the_state_unchanged() {
         let previous = format!("*l{}", level - 1);
         laughs.push_str(&format!(
             "l{level}: &l{level} [{}]\n",
-            vec![previous.as_str(); 9].join(", ")
+            [previous.as_str(); 9].join(", ")
         ));
     }
     laughs.push_str(header);

@@ -338,7 +338,7 @@ fn an_alias_bomb_is_refused_within_a_second() {
         let previous = format!("*a{}", level - 1);
         bomb.push_str(&format!(
             "a{level}: &a{level} [{}]\n",
-            vec![previous.as_str(); 10].join(", ")
+            [previous.as_str(); 10].join(", ")
         ));
     }
     check_refused_within_a_second(
