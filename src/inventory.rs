@@ -216,7 +216,8 @@ pub fn parse_import<'a>(
     let commit = if changed == 0 {
         Commit::default()
     } else {
-        let records = 2 * assets.len() + invoices.len() + 2 * credits.len();
+        // Invoices: one record each, and about one history entry each.
+        let records = 2 * assets.len() + 2 * invoices.len() + 2 * credits.len();
         let maker = ImportParts {
             now,
             reason: format!("inventory import of {path}"),
@@ -281,7 +282,11 @@ impl ImportParts {
     /// The invoices and credit balances, once.
     fn rest(&mut self, state: &State) -> Option<Commit<'static>> {
         let mut part = Commit::default();
-        for (id, invoice) in std::mem::take(&mut self.invoices) {
+        let invoices = std::mem::take(&mut self.invoices);
+        for change in invoice_changes(&invoices, state, &self.reason) {
+            part.history.push(history_entry(self.now, change));
+        }
+        for (id, invoice) in invoices {
             part.invoices.push((id, Some(invoice)));
         }
         for (account_id, balance) in std::mem::take(&mut self.credits) {
@@ -321,6 +326,75 @@ impl MakeParts for ImportParts {
     ) -> Option<Result<Commit<'static>, StoreError>> {
         self.assets(state).or_else(|| self.rest(state)).map(Ok)
     }
+}
+
+/// The history of imported invoices: an invoice is not an object of its own
+/// (contract 3.1 has no such kind), it is listed under its product's
+/// `invoices` (as `state show PRODUCT` shows them). So each product whose
+/// list changes gets one `update` of `invoices`, before and after, sorted;
+/// an invoice moved to another product changes both lists.
+fn invoice_changes(
+    invoices: &BTreeMap<String, Invoice>,
+    state: &State,
+    reason: &str,
+) -> Vec<Change> {
+    let mut lists: BTreeMap<&str, (Vec<&str>, &str)> = BTreeMap::new();
+    let mut imported: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (id, invoice) in invoices {
+        lists
+            .entry(invoice.product.as_str())
+            .or_insert((Vec::new(), invoice.organization.as_str()));
+        imported
+            .entry(invoice.product.as_str())
+            .or_default()
+            .push(id.as_str());
+        if let Some(old) = state.invoices.get(id) {
+            lists
+                .entry(old.product.as_str())
+                .or_insert((Vec::new(), old.organization.as_str()));
+        }
+    }
+    for (id, invoice) in &state.invoices {
+        if let Some((before, _)) = lists.get_mut(invoice.product.as_str()) {
+            before.push(id.as_str());
+        }
+    }
+    let mut changes = Vec::new();
+    for (product, (before, organization)) in lists {
+        let mut after: Vec<&str> = before
+            .iter()
+            .copied()
+            .filter(|id| !invoices.contains_key(*id))
+            .chain(imported.get(product).into_iter().flatten().copied())
+            .collect();
+        after.sort_unstable();
+        if after == before {
+            continue;
+        }
+        let organization = state
+            .products
+            .get(product)
+            .map_or(organization, |product| product.organization.as_str());
+        let account = state
+            .organizations
+            .get(organization)
+            .map_or("", |organization| organization.account.as_str());
+        let list = |ids: &[&str]| {
+            let mut fields = crate::model::Fields::new();
+            fields.insert("invoices".into(), serde_json::json!(ids));
+            fields
+        };
+        changes.push(Change::new(
+            Action::Update,
+            Kind::Product,
+            product,
+            account,
+            Some(list(&before)),
+            Some(list(&after)),
+            reason,
+        ));
+    }
+    changes
 }
 
 /// The history entry of an imported change.

@@ -79,6 +79,25 @@ fn check_import(name: &str, content: &str) {
     let history = workspace.deed(&["history", "--format", "json"]).ok().stdout;
     assert!(history.contains("\"object\":\"file/f-9\""), "{history}");
     assert!(history.contains("\"object\":\"proof/p-3\""), "{history}");
+    // An invoice is listed under its product: the import updates its list.
+    let entries: Vec<serde_json::Value> = history
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON line"))
+        .collect();
+    let invoices: Vec<&serde_json::Value> = entries
+        .iter()
+        .filter(|entry| {
+            entry["plan_id"] == "inventory-import" && entry["change"]["kind"] == "product"
+        })
+        .collect();
+    assert_eq!(invoices.len(), 1, "{history}");
+    assert_eq!(invoices[0]["change"]["object"], "prod-7");
+    assert_eq!(invoices[0]["change"]["account"], "acme");
+    assert_eq!(invoices[0]["change"]["before"], json!({"invoices": []}));
+    assert_eq!(
+        invoices[0]["change"]["after"],
+        json!({"invoices": ["inv-2026-11"]})
+    );
     // Importing the same file again changes nothing but keeps working.
     let dump = workspace.dump_bytes();
     let run = workspace
@@ -195,4 +214,67 @@ fn reassign_rules_catch_imported_assets_on_the_next_plan() {
         "user:carol@acme.com"
     );
     assert_eq!(workspace.deed(&["plan"]).ok().stdout.trim(), NO_CHANGES);
+}
+
+/// An invoice imported again with another product moves between the two
+/// products' lists: the history has the update of each, and nothing for an
+/// invoice imported unchanged.
+#[test]
+fn an_invoice_moved_to_another_product_updates_both_lists_in_the_history() {
+    let workspace = Workspace::with_specs(&[(
+        "acme.yaml",
+        &ACME.replace(
+            "      prod-7: {name: kDrive, access: [carol@acme.com]}\n",
+            "      prod-7: {name: kDrive, access: [carol@acme.com]}\n      prod-8: {name: kMeet}\n",
+        ),
+    )]);
+    workspace.apply();
+    let first = workspace.file(
+        "first.jsonl",
+        "{\"type\": \"invoice\", \"id\": \"inv-1\", \"product\": \"prod-7\", \"organization\": \"research\"}\n\
+         {\"type\": \"invoice\", \"id\": \"inv-2\", \"product\": \"prod-7\", \"organization\": \"research\"}\n",
+    );
+    workspace
+        .deed(&["inventory", "import", first.to_str().unwrap()])
+        .ok();
+    let second = workspace.file(
+        "second.jsonl",
+        "{\"type\": \"invoice\", \"id\": \"inv-1\", \"product\": \"prod-7\", \"organization\": \"research\"}\n\
+         {\"type\": \"invoice\", \"id\": \"inv-2\", \"product\": \"prod-8\", \"organization\": \"research\"}\n",
+    );
+    workspace
+        .deed(&["inventory", "import", second.to_str().unwrap()])
+        .ok();
+    assert_eq!(workspace.show("prod-7")["invoices"], json!(["inv-1"]));
+    assert_eq!(workspace.show("prod-8")["invoices"], json!(["inv-2"]));
+    let history = workspace.deed(&["history", "--format", "json"]).ok().stdout;
+    let lists: Vec<(String, serde_json::Value, serde_json::Value)> = history
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).expect("a JSON line"))
+        .filter(|entry| {
+            entry["plan_id"] == "inventory-import" && entry["change"]["kind"] == "product"
+        })
+        .map(|entry| {
+            let change = &entry["change"];
+            (
+                change["object"].as_str().unwrap_or_default().to_string(),
+                change["before"]["invoices"].clone(),
+                change["after"]["invoices"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        lists,
+        [
+            ("prod-7".to_string(), json!([]), json!(["inv-1", "inv-2"])),
+            (
+                "prod-7".to_string(),
+                json!(["inv-1", "inv-2"]),
+                json!(["inv-1"])
+            ),
+            ("prod-8".to_string(), json!([]), json!(["inv-2"])),
+        ],
+        "{history}"
+    );
+    workspace.deed(&["state", "check"]).ok();
 }
