@@ -229,22 +229,21 @@ fn an_invoice_moved_to_another_product_updates_both_lists_in_the_history() {
         ),
     )]);
     workspace.apply();
-    let first = workspace.file(
-        "first.jsonl",
-        "{\"type\": \"invoice\", \"id\": \"inv-1\", \"product\": \"prod-7\", \"organization\": \"research\"}\n\
-         {\"type\": \"invoice\", \"id\": \"inv-2\", \"product\": \"prod-7\", \"organization\": \"research\"}\n",
-    );
-    workspace
-        .deed(&["inventory", "import", first.to_str().unwrap()])
-        .ok();
-    let second = workspace.file(
-        "second.jsonl",
-        "{\"type\": \"invoice\", \"id\": \"inv-1\", \"product\": \"prod-7\", \"organization\": \"research\"}\n\
-         {\"type\": \"invoice\", \"id\": \"inv-2\", \"product\": \"prod-8\", \"organization\": \"research\"}\n",
-    );
-    workspace
-        .deed(&["inventory", "import", second.to_str().unwrap()])
-        .ok();
+    // Imports invoices given as (id, product), all of organization research.
+    let import = |name: &str, invoices: &[(&str, &str)]| {
+        let lines: String = invoices
+            .iter()
+            .map(|(id, product)| {
+                format!("{{\"type\": \"invoice\", \"id\": \"{id}\", \"product\": \"{product}\", \"organization\": \"research\"}}\n")
+            })
+            .collect();
+        let file = workspace.file(name, lines);
+        workspace
+            .deed(&["inventory", "import", file.to_str().unwrap()])
+            .ok();
+    };
+    import("first.jsonl", &[("inv-1", "prod-7"), ("inv-2", "prod-7")]);
+    import("second.jsonl", &[("inv-1", "prod-7"), ("inv-2", "prod-8")]);
     assert_eq!(workspace.show("prod-7")["invoices"], json!(["inv-1"]));
     assert_eq!(workspace.show("prod-8")["invoices"], json!(["inv-2"]));
     let history = workspace.deed(&["history", "--format", "json"]).ok().stdout;
