@@ -7,6 +7,7 @@
 //! keeps only the assets it changes ([`TargetAssets`]), over the state's.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::BuildHasherDefault;
 
 use crate::desired::{Desired, DesiredAccount};
 use crate::diagnostic::Diagnostic;
@@ -16,6 +17,7 @@ use crate::model::{
 };
 
 use super::Pending;
+use crate::spec::KeyHasher;
 
 /// The target of every kind but assets, in full; assets as an overlay.
 pub(crate) struct Target<'s> {
@@ -34,27 +36,43 @@ pub(crate) struct Target<'s> {
     pub errors: Vec<Diagnostic>,
 }
 
+/// The map type of the owner indexes: the loader's fast hasher.
+type OwnerIndex<K, V> = HashMap<K, V, BuildHasherDefault<KeyHasher>>;
+
 /// Assets of the target: the state's, with an overlay of changed and created
 /// ones, and an index by (account, owner) kept up to date as owners change.
+///
+/// The index of the state's assets borrows their ids and owners (a million
+/// of them at scale: no copies); the overlay, small unless a rule moves
+/// many assets, has its own. An asset of the state that is in the overlay
+/// counts under its overlay owner only.
 pub(crate) struct TargetAssets<'s> {
-    base: &'s BTreeMap<String, Asset>,
+    pub base: &'s BTreeMap<String, Asset>,
     pub overlay: BTreeMap<String, Asset>,
-    by_owner: HashMap<(String, Owner), BTreeSet<String>>,
+    /// The state's assets by (account, owner), ids in order.
+    base_by_owner: OwnerIndex<(&'s str, &'s Owner), Vec<&'s str>>,
+    /// How many ids of each `base_by_owner` list the overlay has taken.
+    base_taken: OwnerIndex<(&'s str, &'s Owner), usize>,
+    /// The overlay's assets by (account, owner).
+    overlay_by_owner: OwnerIndex<(String, Owner), BTreeSet<String>>,
 }
 
 impl<'s> TargetAssets<'s> {
     fn new(base: &'s BTreeMap<String, Asset>) -> Self {
-        let mut by_owner: HashMap<(String, Owner), BTreeSet<String>> = HashMap::new();
+        let mut base_by_owner: OwnerIndex<(&'s str, &'s Owner), Vec<&'s str>> =
+            OwnerIndex::default();
         for (id, asset) in base {
-            by_owner
-                .entry((asset.account.clone(), asset.owner.clone()))
+            base_by_owner
+                .entry((asset.account.as_str(), &asset.owner))
                 .or_default()
-                .insert(id.clone());
+                .push(id.as_str());
         }
         TargetAssets {
             base,
             overlay: BTreeMap::new(),
-            by_owner,
+            base_by_owner,
+            base_taken: OwnerIndex::default(),
+            overlay_by_owner: OwnerIndex::default(),
         }
     }
 
@@ -64,33 +82,73 @@ impl<'s> TargetAssets<'s> {
 
     /// Ids of the assets of `account` owned by `owner`, sorted.
     pub fn owned_by(&self, account: &str, owner: &Owner) -> Vec<String> {
-        self.by_owner
-            .get(&(account.to_string(), owner.clone()))
-            .map(|ids| ids.iter().cloned().collect())
-            .unwrap_or_default()
+        let from_base = self
+            .base_by_owner
+            .get(&(account, owner))
+            .map(|ids| ids.as_slice())
+            .unwrap_or_default();
+        let taken = self
+            .base_taken
+            .get(&(account, owner))
+            .copied()
+            .unwrap_or_default();
+        let from_overlay = self
+            .overlay_by_owner
+            .get(&(account.to_string(), owner.clone()));
+        let mut ids: Vec<String> = Vec::with_capacity(
+            from_base.len() - taken.min(from_base.len()) + from_overlay.map_or(0, BTreeSet::len),
+        );
+        let mut still_in_base = from_base
+            .iter()
+            .filter(|id| taken == 0 || !self.overlay.contains_key(**id))
+            .peekable();
+        let mut in_overlay = from_overlay.into_iter().flatten().peekable();
+        // Both sorted and disjoint: merged in order.
+        loop {
+            let next = match (still_in_base.peek(), in_overlay.peek()) {
+                (Some(a), Some(b)) if **a < b.as_str() => {
+                    still_in_base.next().map(|id| id.to_string())
+                }
+                (Some(_), Some(_)) | (None, Some(_)) => in_overlay.next().cloned(),
+                (Some(_), None) => still_in_base.next().map(|id| id.to_string()),
+                (None, None) => break,
+            };
+            ids.extend(next);
+        }
+        ids
     }
 
     /// Every (account, owner) pair that owns at least one asset, sorted.
     pub fn owners(&self) -> Vec<(String, Owner)> {
-        let mut owners: Vec<(String, Owner)> = self
-            .by_owner
+        let mut owners: BTreeSet<(String, Owner)> = self
+            .base_by_owner
             .iter()
-            .filter(|(_, ids)| !ids.is_empty())
-            .map(|(key, _)| key.clone())
+            .filter(|(key, ids)| ids.len() > self.base_taken.get(*key).copied().unwrap_or_default())
+            .map(|((account, owner), _)| (account.to_string(), (*owner).clone()))
             .collect();
-        owners.sort();
-        owners
+        owners.extend(
+            self.overlay_by_owner
+                .iter()
+                .filter(|(_, ids)| !ids.is_empty())
+                .map(|(key, _)| key.clone()),
+        );
+        owners.into_iter().collect()
     }
 
     /// Sets (or creates) asset `id`, keeping the index right.
     pub fn put(&mut self, id: &str, asset: Asset) {
-        if let Some(old) = self.get(id) {
+        if let Some(old) = self.overlay.get(id) {
             let key = (old.account.clone(), old.owner.clone());
-            if let Some(ids) = self.by_owner.get_mut(&key) {
+            if let Some(ids) = self.overlay_by_owner.get_mut(&key) {
                 ids.remove(id);
             }
+        } else if let Some(old) = self.base.get(id) {
+            *self
+                .base_taken
+                .entry((old.account.as_str(), &old.owner))
+                .or_default() += 1;
         }
-        self.by_owner
+        self.overlay_by_owner
             .entry((asset.account.clone(), asset.owner.clone()))
             .or_default()
             .insert(id.to_string());
@@ -98,29 +156,31 @@ impl<'s> TargetAssets<'s> {
     }
 
     /// The changed and created assets, taken out for the diff; the owner
-    /// index is dropped with them (a million entries at scale), so that
+    /// indexes are dropped with them (a million entries at scale), so that
     /// their memory is free before the changes are made.
     pub fn take_overlay(&mut self) -> BTreeMap<String, Asset> {
-        self.by_owner = HashMap::new();
+        self.base_by_owner = OwnerIndex::default();
+        self.base_taken = OwnerIndex::default();
+        self.overlay_by_owner = OwnerIndex::default();
         std::mem::take(&mut self.overlay)
     }
 
     /// Number of assets in `account`.
     pub fn count_in(&self, account: &str) -> usize {
-        self.by_owner
+        self.owners()
             .iter()
-            .filter(|((owner_account, _), _)| owner_account == account)
-            .map(|(_, ids)| ids.len())
+            .filter(|(owner_account, _)| owner_account == account)
+            .map(|(owner_account, owner)| self.owned_by(owner_account, owner).len())
             .sum()
     }
 
     /// Up to `limit` asset ids of `account`, sorted.
     pub fn sample_in(&self, account: &str, limit: usize) -> Vec<String> {
         let mut ids: Vec<String> = self
-            .by_owner
+            .owners()
             .iter()
-            .filter(|((owner_account, _), _)| owner_account == account)
-            .flat_map(|(_, ids)| ids.iter().cloned())
+            .filter(|(owner_account, _)| owner_account == account)
+            .flat_map(|(owner_account, owner)| self.owned_by(owner_account, owner))
             .collect();
         ids.sort();
         ids.truncate(limit);
@@ -1202,4 +1262,85 @@ pub(crate) fn moved_folder_id(account: &str, email: &str, folder_name: &str) -> 
         slug.chars().take(60).collect()
     };
     format!("folder/{slug}-{short}")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use proptest::prelude::*;
+
+    use super::TargetAssets;
+    use crate::model::{Asset, Owner};
+
+    fn asset(account: u8, owner: u8) -> Asset {
+        Asset {
+            account: format!("a{account}"),
+            owner: if owner % 2 == 0 {
+                Owner::User(format!("u{owner}@x.com"))
+            } else {
+                Owner::Group(format!("g{owner}"))
+            },
+            creator: None,
+            folder: None,
+            versions: Vec::new(),
+            tags: Default::default(),
+        }
+    }
+
+    /// The index answered from scratch: every asset, overlay over base.
+    fn naive(
+        base: &BTreeMap<String, Asset>,
+        overlay: &BTreeMap<String, Asset>,
+    ) -> BTreeMap<(String, Owner), BTreeSet<String>> {
+        let mut all = base.clone();
+        all.extend(overlay.clone());
+        let mut by_owner: BTreeMap<(String, Owner), BTreeSet<String>> = BTreeMap::new();
+        for (id, asset) in all {
+            by_owner
+                .entry((asset.account.clone(), asset.owner.clone()))
+                .or_default()
+                .insert(id);
+        }
+        by_owner
+    }
+
+    proptest! {
+        /// After any sequence of puts (changes of state assets, repeated
+        /// changes, new assets), `owners`, `owned_by`, `count_in` and
+        /// `sample_in` answer what a fresh index of the merged assets would.
+        #[test]
+        fn the_owner_index_follows_every_put(
+            base in proptest::collection::btree_map("[a-h]{1,2}", (0u8..3, 0u8..4), 0..30),
+            puts in proptest::collection::vec(("[a-j]{1,2}", 0u8..3, 0u8..4), 0..30),
+        ) {
+            let base: BTreeMap<String, Asset> = base
+                .into_iter()
+                .map(|(id, (account, owner))| (id, asset(account, owner)))
+                .collect();
+            let mut assets = TargetAssets::new(&base);
+            for (id, account, owner) in puts {
+                assets.put(&id, asset(account, owner));
+            }
+            let expected = naive(&base, &assets.overlay);
+            let owners: Vec<(String, Owner)> = expected.keys().cloned().collect();
+            prop_assert_eq!(assets.owners(), owners);
+            for ((account, owner), ids) in &expected {
+                let ids: Vec<String> = ids.iter().cloned().collect();
+                prop_assert_eq!(assets.owned_by(account, owner), ids);
+            }
+            for account in ["a0", "a1", "a2"] {
+                let mut ids: Vec<String> = expected
+                    .iter()
+                    .filter(|((owner_account, _), _)| owner_account == account)
+                    .flat_map(|(_, ids)| ids.iter().cloned())
+                    .collect();
+                ids.sort();
+                prop_assert_eq!(assets.count_in(account), ids.len());
+                ids.truncate(3);
+                prop_assert_eq!(assets.sample_in(account, 3), ids);
+            }
+            prop_assert!(assets.owned_by("a9", &Owner::User("nobody@x.com".into())).is_empty());
+        }
+    }
 }
