@@ -188,6 +188,22 @@ pub(crate) struct Builder<'a> {
 }
 
 impl<'a> Builder<'a> {
+    /// Makes room in the origin map for the whole tree once the first
+    /// `files_done` of `files_total` files are added, from their average
+    /// (growing a map of half a million origins step by step rehashes every
+    /// key several times).
+    pub(crate) fn reserve_like_first_files(&mut self, files_done: usize, files_total: usize) {
+        if files_done == 0 || files_total <= files_done {
+            return;
+        }
+        let so_far = self.desired.origins.len();
+        let expected = so_far.saturating_mul(files_total) / files_done;
+        let expected = expected.saturating_add(expected / 8);
+        self.desired
+            .origins
+            .reserve(expected.saturating_sub(so_far));
+    }
+
     /// A builder for about `objects` objects (a capacity hint).
     pub(crate) fn new(objects: usize) -> Builder<'a> {
         let mut desired = Desired::default();

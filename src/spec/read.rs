@@ -287,7 +287,11 @@ pub(crate) fn load(specs_dir: &Path, threads: Option<usize>) -> Result<Desired, 
         }
         let mut builder = build::Builder::new(0);
         let mut files: Vec<&ParsedFile> = Vec::with_capacity(found.len());
-        for slot in &slots {
+        let sample = found.len().min(8);
+        for (at, slot) in slots.iter().enumerate() {
+            if at == sample {
+                builder.reserve_like_first_files(sample, found.len());
+            }
             match slot.wait() {
                 Slot::Parsed(parsed) => {
                     for fragment in &parsed.fragments {
