@@ -787,10 +787,38 @@ fn connect(url: &str, location: &Path) -> Result<Client, StoreError> {
     if config.get_application_name().is_none() {
         config.application_name("deed");
     }
-    config.connect(NoTls).map_err(|error| StoreError::Postgres {
+    // The driver's `connect_timeout` bounds the TCP connect only: a server
+    // (or proxy) that accepts the connection and then says nothing would
+    // hang the command for ever. As with libpq, the timeout bounds the whole
+    // connection here: startup and authentication included. The attempt
+    // goes on on its own thread and ends with the process, or when the
+    // server finally answers or closes (then the client is dropped).
+    let timeout = config
+        .get_connect_timeout()
+        .copied()
+        .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let attempt = std::thread::Builder::new()
+        .name("deed-postgres-connect".into())
+        .spawn(move || {
+            let _ = sender.send(config.connect(NoTls));
+        });
+    let failed = |message: String| StoreError::Postgres {
         location: location.display().to_string(),
-        message: format!("cannot connect: {}", describe(&error)),
-    })
+        message,
+    };
+    if let Err(error) = attempt {
+        return Err(failed(format!("cannot start connecting: {error}")));
+    }
+    match receiver.recv_timeout(timeout) {
+        Ok(connected) => {
+            connected.map_err(|error| failed(format!("cannot connect: {}", describe(&error))))
+        }
+        Err(_) => Err(failed(format!(
+            "cannot connect: the server did not complete the connection within {} s (connect_timeout in the URL sets this)",
+            timeout.as_secs_f64()
+        ))),
+    }
 }
 
 impl Drop for PostgresStore {

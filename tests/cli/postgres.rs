@@ -292,3 +292,37 @@ fn plans_read_the_live_database_while_a_writer_holds_it() {
     workspace.deed_on(&url, &["state", "check"]).ok();
     drop(holder);
 }
+
+/// A server that accepts the connection and then says nothing (a hung
+/// server, a proxy whose backend is gone) makes `deed` fail after the
+/// connect timeout, naming it, instead of hanging: the driver's own
+/// timeout covers the TCP connect only. Needs no database.
+#[test]
+fn a_server_that_accepts_and_never_answers_fails_after_the_connect_timeout() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a local port");
+    let address = silent.local_addr().expect("the local address");
+    let url = format!("postgres://deed@{address}/deed?connect_timeout=1");
+    let workspace = Workspace::with_specs(&[(
+        "acme.yaml",
+        "account: acme\ndomains: [acme.com]\nusers:\n  ann@acme.com: {role: owner}\n",
+    )]);
+    let specs = workspace.specs().display().to_string();
+    let started = std::time::Instant::now();
+    let output = super::util::deed_command(workspace.root())
+        .args(["--specs", &specs, "--state", &url, "plan"])
+        .timeout(std::time::Duration::from_secs(30))
+        .output()
+        .expect("run deed");
+    let elapsed = started.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("did not complete the connection within 1 s"),
+        "{stderr}"
+    );
+    assert!(
+        elapsed < std::time::Duration::from_secs(15),
+        "took {elapsed:?}: {stderr}"
+    );
+    drop(silent);
+}
