@@ -215,14 +215,26 @@ mod tests {
         origins.insert((Kind::User, "bob@x.com".into()), at(1));
         origins.insert((Kind::Group, "bob@x.com".into()), at(2));
         origins.insert((Kind::User, "bob@x.com".into()), at(3));
-        assert_eq!(origins.get(Kind::User, "bob@x.com").map(|o| o.line), Some(3));
-        assert_eq!(origins.get(Kind::Group, "bob@x.com").map(|o| o.line), Some(2));
+        assert_eq!(
+            origins.get(Kind::User, "bob@x.com").map(|o| o.line),
+            Some(3)
+        );
+        assert_eq!(
+            origins.get(Kind::Group, "bob@x.com").map(|o| o.line),
+            Some(2)
+        );
         assert_eq!(origins.get(Kind::User, "Bob@x.com"), None);
         // The index exists now; later inserts keep it right.
         origins.insert((Kind::User, "bob@x.com".into()), at(4));
         origins.insert((Kind::User, "eve@x.com".into()), at(5));
-        assert_eq!(origins.get(Kind::User, "bob@x.com").map(|o| o.line), Some(4));
-        assert_eq!(origins.get(Kind::User, "eve@x.com").map(|o| o.line), Some(5));
+        assert_eq!(
+            origins.get(Kind::User, "bob@x.com").map(|o| o.line),
+            Some(4)
+        );
+        assert_eq!(
+            origins.get(Kind::User, "eve@x.com").map(|o| o.line),
+            Some(5)
+        );
         assert_eq!(origins.get(Kind::Asset, "eve@x.com"), None);
         assert_eq!(origins.len(), 5);
     }

@@ -1276,7 +1276,7 @@ mod tests {
     fn asset(account: u8, owner: u8) -> Asset {
         Asset {
             account: format!("a{account}"),
-            owner: if owner % 2 == 0 {
+            owner: if owner.is_multiple_of(2) {
                 Owner::User(format!("u{owner}@x.com"))
             } else {
                 Owner::Group(format!("g{owner}"))
