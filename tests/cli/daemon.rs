@@ -2,18 +2,12 @@
 //! port, over a temporary workspace, driven by editing its spec files and
 //! read through its HTTP API and `deed state show`. Every wait is bounded.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::util::{actions, deed_binary, Run, Workspace, NOW};
-
-/// The longest any condition is waited for.
-const WAIT: Duration = Duration::from_secs(15);
+use super::util::{actions, wait_until, Daemon, Run, Workspace, DAEMON_WAIT};
 
 const ACME: &str = "\
 account: acme
@@ -32,70 +26,8 @@ users:
   bob@acme.com: {role: admin}
 ";
 
-/// A running `deed daemon`, killed when dropped.
-struct Daemon {
-    child: Child,
-    port: u16,
-    log: std::path::PathBuf,
-}
-
+/// This file's waits on the shared [`Daemon`] harness.
 impl Daemon {
-    /// Starts `deed daemon ARGS` on a free port of the workspace, with
-    /// `DEED_API_TOKEN` set to `token` when given, and waits for `/healthz`.
-    fn start(workspace: &Workspace, args: &[&str], token: Option<&str>) -> Daemon {
-        let port = free_port();
-        let log = workspace.root().join(format!("daemon-{port}.log"));
-        let stderr = std::fs::File::create(&log).expect("create the daemon log");
-        let mut command = Command::new(deed_binary());
-        command
-            .current_dir(workspace.root())
-            .arg("--specs")
-            .arg(workspace.specs())
-            .arg("--state")
-            .arg(workspace.state())
-            .arg("daemon")
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .args(args)
-            .env("DEED_NOW", NOW)
-            .env("NO_COLOR", "1")
-            .env_remove("DEED_SPECS")
-            .env_remove("DEED_STATE")
-            .env_remove("DEED_LOG")
-            .env_remove("DEED_API_TOKEN")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr);
-        if let Some(token) = token {
-            command.env("DEED_API_TOKEN", token);
-        }
-        let child = command.spawn().expect("start deed daemon");
-        let mut daemon = Daemon { child, port, log };
-        daemon.wait_for("/healthz to answer", |daemon| {
-            let (code, body) = daemon.try_get("/healthz", None)?;
-            (code == 200 && body == "ok").then_some(())
-        });
-        daemon
-    }
-
-    /// `GET path`, `None` when the daemon does not answer.
-    fn try_get(&self, path: &str, token: Option<&str>) -> Option<(u16, String)> {
-        http_get(self.port, path, token)
-    }
-
-    #[track_caller]
-    fn get(&self, path: &str, token: Option<&str>) -> (u16, String) {
-        self.try_get(path, token)
-            .unwrap_or_else(|| panic!("GET {path}: no answer\n{}", self.log_text()))
-    }
-
-    #[track_caller]
-    fn status(&self) -> Value {
-        let (code, body) = self.get("/status", None);
-        assert_eq!(code, 200, "{body}");
-        serde_json::from_str(&body).expect("/status is JSON")
-    }
-
     /// How many reconciles ended with `result`, as `/status` counts them.
     #[track_caller]
     fn count(&self, result: &str) -> u64 {
@@ -107,103 +39,19 @@ impl Daemon {
     /// Waits (bounded) until `check` gives something, failing with the
     /// daemon's log otherwise.
     #[track_caller]
-    fn wait_for<T>(&mut self, what: &str, mut check: impl FnMut(&Daemon) -> Option<T>) -> T {
-        let started = Instant::now();
-        loop {
-            if let Some(found) = check(self) {
-                return found;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "deed daemon exited ({status}) while waiting for {what}\n{}",
-                    self.log_text()
-                );
-            }
-            if started.elapsed() > WAIT {
-                panic!("timed out waiting for {what}\n{}", self.log_text());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+    fn wait_for<T>(&self, what: &str, mut check: impl FnMut(&Daemon) -> Option<T>) -> T {
+        wait_until(what, &[self], || check(self))
     }
 
     /// Waits until `/status` counts `at_least` reconciles with `result`, and
     /// returns the status.
     #[track_caller]
-    fn wait_for_result(&mut self, result: &str, at_least: u64) -> Value {
+    fn wait_for_result(&self, result: &str, at_least: u64) -> Value {
         self.wait_for(&format!("{at_least} reconcile(s) {result}"), |daemon| {
             let status = daemon.status();
             (status["reconciles"][result].as_u64() >= Some(at_least)).then_some(status)
         })
     }
-
-    /// Sends SIGTERM and waits (bounded) for the exit code.
-    #[track_caller]
-    fn terminate(mut self) -> (i32, String) {
-        let killed = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("run kill");
-        assert!(killed.success());
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait for deed") {
-                return (status.code().unwrap_or(-1), self.log_text());
-            }
-            if started.elapsed() > WAIT {
-                panic!(
-                    "deed daemon did not stop after SIGTERM\n{}",
-                    self.log_text()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn log_text(&self) -> String {
-        format!(
-            "--- daemon log\n{}",
-            std::fs::read_to_string(&self.log).unwrap_or_default()
-        )
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("a free port")
-}
-
-/// A minimal HTTP/1.1 GET: `(status code, body)`, `None` when nothing
-/// answers.
-fn http_get(port: u16, path: &str, token: Option<&str>) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
-    let authorization = token
-        .map(|token| format!("Authorization: Bearer {token}\r\n"))
-        .unwrap_or_default();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{authorization}Connection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).ok()?;
-    let response = String::from_utf8(response).ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    let code = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((code, body.to_string()))
 }
 
 /// Runs `deed ARGS` on the workspace while the daemon may hold the state
@@ -213,7 +61,8 @@ fn deed_beside_daemon(workspace: &Workspace, args: &[&str]) -> Run {
     let started = Instant::now();
     loop {
         let run = workspace.deed(args);
-        if !run.stderr.contains("in use by another deed process") || started.elapsed() > WAIT {
+        if !run.stderr.contains("in use by another deed process") || started.elapsed() > DAEMON_WAIT
+        {
             return run;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -231,7 +80,7 @@ fn save_by_rename(specs: &Path, path: &str, text: &str) {
 #[test]
 fn daemon_applies_at_start_then_applies_an_edited_file() {
     let workspace = Workspace::with_specs(&[("acme.yaml", ACME)]);
-    let mut daemon = Daemon::start(&workspace, &["--interval", "1m"], None);
+    let daemon = Daemon::start(&workspace, &["--interval", "1m"], None);
     let status = daemon.wait_for_result("applied", 1);
     assert_eq!(status["role"], "leader");
     assert_eq!(status["result"], "applied");
@@ -286,7 +135,7 @@ users:
         ("globex.yaml", GLOBEX),
         ("initech.yaml", INITECH),
     ]);
-    let mut daemon = Daemon::start(&workspace, &["--interval", "1m"], None);
+    let daemon = Daemon::start(&workspace, &["--interval", "1m"], None);
     let status = daemon.wait_for_result("applied", 1);
     assert_eq!(status["planned"], "full", "{status:#}");
 
@@ -344,7 +193,7 @@ users:
 #[test]
 fn daemon_applies_an_editor_save_by_atomic_rename_once() {
     let workspace = Workspace::with_specs(&[("team/acme.yaml", ACME)]);
-    let mut daemon = Daemon::start(&workspace, &["--interval", "1m"], None);
+    let daemon = Daemon::start(&workspace, &["--interval", "1m"], None);
     daemon.wait_for_result("applied", 1);
 
     save_by_rename(&workspace.specs().join("team"), "acme.yaml", ACME_WITH_BOB);
@@ -363,7 +212,7 @@ fn daemon_applies_an_editor_save_by_atomic_rename_once() {
 #[test]
 fn daemon_never_applies_invalid_specs_and_applies_them_once_fixed() {
     let workspace = Workspace::with_specs(&[("acme.yaml", ACME)]);
-    let mut daemon = Daemon::start(&workspace, &["--interval", "1m"], None);
+    let daemon = Daemon::start(&workspace, &["--interval", "1m"], None);
     daemon.wait_for_result("applied", 1);
 
     // A half-written file: bob is there, the file is truncated mid-line.
@@ -398,7 +247,7 @@ fn daemon_never_applies_invalid_specs_and_applies_them_once_fixed() {
 #[test]
 fn daemon_obeys_the_removal_guard_and_counts_the_refusal() {
     let workspace = Workspace::with_specs(&[("acme.yaml", ACME_WITH_BOB)]);
-    let mut daemon = Daemon::start(&workspace, &["--interval", "1m"], None);
+    let daemon = Daemon::start(&workspace, &["--interval", "1m"], None);
     daemon.wait_for_result("applied", 1);
 
     // Removing bob and carol is 2 of 3 users: over the 25% guard.
@@ -435,7 +284,7 @@ fn daemon_reissues_an_expired_invitation_on_the_interval() {
         "acme.yaml",
         "account: acme\ndomains: [acme.com]\ninvite_ttl: 1s\nusers:\n  alice@acme.com: {role: owner}\n  bob@acme.com: {}\n",
     )]);
-    let mut daemon = Daemon::start(&workspace, &["--interval", "1s"], None);
+    let daemon = Daemon::start(&workspace, &["--interval", "1s"], None);
     daemon.wait_for_result("applied", 1);
     let first = deed_beside_daemon(
         &workspace,
@@ -464,7 +313,7 @@ fn daemon_reissues_an_expired_invitation_on_the_interval() {
 #[test]
 fn daemon_plans_but_never_applies_with_dry_run() {
     let workspace = Workspace::with_specs(&[("acme.yaml", ACME)]);
-    let mut daemon = Daemon::start(&workspace, &["--dry-run"], Some("s3cret"));
+    let daemon = Daemon::start(&workspace, &["--dry-run"], Some("s3cret"));
     let status = daemon.wait_for_result("unchanged", 1);
     assert_eq!(status["dry_run"], true);
     let (code, body) = daemon.get("/plan", Some("s3cret"));
@@ -488,7 +337,7 @@ fn daemon_plans_but_never_applies_with_dry_run() {
 #[test]
 fn plan_and_state_answer_403_without_the_api_token() {
     let workspace = Workspace::with_specs(&[("acme.yaml", ACME)]);
-    let mut without = Daemon::start(&workspace, &["--interval", "1m"], None);
+    let without = Daemon::start(&workspace, &["--interval", "1m"], None);
     without.wait_for_result("applied", 1);
     for path in ["/plan", "/state"] {
         assert_eq!(without.get(path, None).0, 403, "{path}");
@@ -498,7 +347,7 @@ fn plan_and_state_answer_403_without_the_api_token() {
     let (code, _) = without.terminate();
     assert_eq!(code, 0);
 
-    let mut with = Daemon::start(&workspace, &["--interval", "1m"], Some("s3cret"));
+    let with = Daemon::start(&workspace, &["--interval", "1m"], Some("s3cret"));
     with.wait_for_result("unchanged", 1);
     for path in ["/plan", "/state"] {
         assert_eq!(with.get(path, None).0, 403, "{path}");
@@ -533,7 +382,7 @@ fn plan_and_state_answer_403_without_the_api_token() {
 #[test]
 fn sigterm_stops_the_daemon_with_exit_0_and_a_consistent_state() {
     let workspace = Workspace::with_specs(&[("acme.yaml", ACME)]);
-    let mut daemon = Daemon::start(
+    let daemon = Daemon::start(
         &workspace,
         &["--interval", "1s", "--log-format", "json"],
         None,

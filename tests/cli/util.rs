@@ -1,12 +1,19 @@
 //! Helpers shared by the tests: a [`Workspace`] (a temporary folder with a
-//! `specs/` folder and a sled state in `state/`) and [`Run`], the outcome of
-//! one run of the real `deed` binary.
+//! `specs/` folder and a sled state in `state/`), [`Run`], the outcome of
+//! one run of the real `deed` binary, and [`Daemon`], `deed daemon` running
+//! in the background.
 
+use std::cell::RefCell;
 use std::fmt;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
 use deed::store::postgres::testing::TestDatabase;
+use serde_json::Value;
 
 /// The clock of every run, so that plans (invitation expiries) are stable.
 pub const NOW: &str = "2026-11-23T12:00:00Z";
@@ -284,4 +291,210 @@ fn postgres_backend() -> Option<TestDatabase> {
         Ok("sled") | Ok("") | Err(_) => None,
         Ok(other) => panic!("{BACKEND_VARIABLE}={other}: expected sled or postgres"),
     }
+}
+
+/// The longest the daemon harness waits for anything: a condition of
+/// [`wait_until`], an exit after SIGTERM.
+pub const DAEMON_WAIT: Duration = Duration::from_secs(20);
+
+/// A running `deed daemon` (the real binary, a child process) on a free
+/// port, killed when dropped.
+pub struct Daemon {
+    /// Behind a `RefCell` so that [`wait_until`] can notice an exit through
+    /// the shared references its checks also hold.
+    child: RefCell<Child>,
+    /// The port it listens on, on 127.0.0.1.
+    pub port: u16,
+    /// Its standard error, in the workspace.
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `deed daemon ARGS` on the workspace's specs and state; see
+    /// [`Daemon::start_on`].
+    pub fn start(workspace: &Workspace, args: &[&str], token: Option<&str>) -> Daemon {
+        Daemon::start_on(workspace, &workspace.state(), args, token)
+    }
+
+    /// Starts `deed --specs SPECS --state STATE daemon --listen
+    /// 127.0.0.1:PORT ARGS` in the workspace on a free port, with the test
+    /// environment of [`deed_command`] and `DEED_API_TOKEN` set to `token`
+    /// when given, and waits for `/healthz` to answer `ok`.
+    pub fn start_on(
+        workspace: &Workspace,
+        state: &Path,
+        args: &[&str],
+        token: Option<&str>,
+    ) -> Daemon {
+        let port = free_port();
+        let log = workspace.root().join(format!("daemon-{port}.log"));
+        let stderr = std::fs::File::create(&log).expect("create the daemon log");
+        let mut command = std::process::Command::new(deed_binary());
+        command
+            .current_dir(workspace.root())
+            .arg("--specs")
+            .arg(workspace.specs())
+            .arg("--state")
+            .arg(state)
+            .arg("daemon")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .args(args)
+            .env("DEED_NOW", NOW)
+            .env("NO_COLOR", "1")
+            .env_remove("DEED_SPECS")
+            .env_remove("DEED_STATE")
+            .env_remove("DEED_LOG")
+            .env_remove("DEED_API_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        if let Some(token) = token {
+            command.env("DEED_API_TOKEN", token);
+        }
+        let child = command.spawn().expect("start deed daemon");
+        let daemon = Daemon {
+            child: RefCell::new(child),
+            port,
+            log,
+        };
+        wait_until("/healthz to answer", &[&daemon], || {
+            let (code, body) = daemon.try_get("/healthz", None)?;
+            (code == 200 && body == "ok").then_some(())
+        });
+        daemon
+    }
+
+    /// `GET path`, with `Authorization: Bearer TOKEN` when `token` is given:
+    /// `(status code, body)`, `None` when the daemon does not answer.
+    pub fn try_get(&self, path: &str, token: Option<&str>) -> Option<(u16, String)> {
+        let port = self.port;
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .ok()?;
+        let authorization = token
+            .map(|token| format!("Authorization: Bearer {token}\r\n"))
+            .unwrap_or_default();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{authorization}Connection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).ok()?;
+        let response = String::from_utf8(response).ok()?;
+        let (head, body) = response.split_once("\r\n\r\n")?;
+        let code = head.split_whitespace().nth(1)?.parse().ok()?;
+        Some((code, body.to_string()))
+    }
+
+    /// `GET path`, failing with the daemon's log when it does not answer.
+    #[track_caller]
+    pub fn get(&self, path: &str, token: Option<&str>) -> (u16, String) {
+        self.try_get(path, token)
+            .unwrap_or_else(|| panic!("GET {path}: no answer\n{}", self.log_text()))
+    }
+
+    /// `/status`, `None` while the daemon does not answer it with 200.
+    pub fn try_status(&self) -> Option<Value> {
+        let (code, body) = self.try_get("/status", None)?;
+        (code == 200).then(|| serde_json::from_str(&body).expect("/status is JSON"))
+    }
+
+    /// `/status`, which must answer 200.
+    #[track_caller]
+    pub fn status(&self) -> Value {
+        let (code, body) = self.get("/status", None);
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).expect("/status is JSON")
+    }
+
+    /// Its log (standard error) under one header line.
+    pub fn log_text(&self) -> String {
+        format!(
+            "--- log of the daemon on port {}\n{}",
+            self.port,
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        )
+    }
+
+    /// SIGKILL: no goodbye (a PostgreSQL lease is left to expire).
+    pub fn kill(self) {
+        let mut child = self.child.borrow_mut();
+        child.kill().expect("SIGKILL the daemon");
+        child.wait().expect("reap the daemon");
+    }
+
+    /// Sends SIGTERM and waits (at most [`DAEMON_WAIT`]) for the exit code;
+    /// gives it with the log.
+    #[track_caller]
+    pub fn terminate(self) -> (i32, String) {
+        let sent = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.borrow().id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(sent.success());
+        let started = Instant::now();
+        loop {
+            let exited = self.child.borrow_mut().try_wait().expect("wait for deed");
+            if let Some(status) = exited {
+                return (status.code().unwrap_or(-1), self.log_text());
+            }
+            if started.elapsed() > DAEMON_WAIT {
+                panic!(
+                    "deed daemon did not stop after SIGTERM\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let child = self.child.get_mut();
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// Polls `check` every 50 ms until it gives something; fails with the logs
+/// of `daemons` as soon as one of them exits, or after [`DAEMON_WAIT`].
+#[track_caller]
+pub fn wait_until<T>(what: &str, daemons: &[&Daemon], mut check: impl FnMut() -> Option<T>) -> T {
+    let logs = || -> String {
+        let logs: Vec<String> = daemons.iter().map(|daemon| daemon.log_text()).collect();
+        logs.join("\n")
+    };
+    let started = Instant::now();
+    loop {
+        if let Some(found) = check() {
+            return found;
+        }
+        for daemon in daemons {
+            let exited = daemon.child.borrow_mut().try_wait();
+            if let Ok(Some(status)) = exited {
+                panic!(
+                    "deed daemon on port {} exited ({status}) while waiting for {what}\n{}",
+                    daemon.port,
+                    logs()
+                );
+            }
+        }
+        if started.elapsed() > DAEMON_WAIT {
+            panic!("timed out waiting for {what}\n{}", logs());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A port that was free a moment ago.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free port")
 }
