@@ -976,10 +976,15 @@ impl<'a> Builder<'a> {
                 continue;
             };
             let why = match &owner {
-                Owner::User(email) if self.state.users.contains_key(email) => {
-                    format!("{email} is removed")
-                }
-                Owner::User(email) => format!("{email} is not a user of {account}"),
+                // A user of another account (an inventory record can name
+                // one) is not removed: say where they are.
+                Owner::User(email) => match target.users.get(email) {
+                    Some(user) => {
+                        format!("{email} is a user of {}, not of {account}", user.account)
+                    }
+                    None if self.state.users.contains_key(email) => format!("{email} is removed"),
+                    None => format!("{email} is not a user of {account}"),
+                },
                 Owner::Group(name) => format!("group {name} is removed"),
             };
             for id in target.assets.owned_by(&account, &owner) {

@@ -277,3 +277,46 @@ fn an_invoice_moved_to_another_product_updates_both_lists_in_the_history() {
     );
     workspace.deed(&["state", "check"]).ok();
 }
+
+/// Imported assets whose owner is not a user of their account pass to the
+/// account's successor (here its owner) on the next plan, and the reason
+/// says why without calling a user of another account removed.
+#[test]
+fn imported_assets_of_strangers_pass_to_the_successor_with_the_right_reason() {
+    const ZETA: &str =
+        "account: zeta\ndomains: [zeta.com]\nusers:\n  zed@zeta.com: {role: owner}\n";
+    let workspace = Workspace::with_specs(&[("acme.yaml", ACME), ("zeta.yaml", ZETA)]);
+    workspace.apply();
+    let file = workspace.file(
+        "inventory.jsonl",
+        "{\"id\": \"dataset/ds-1\", \"account\": \"acme\", \"owner\": \"user:zed@zeta.com\"}\n{\"id\": \"dataset/ds-2\", \"account\": \"acme\", \"owner\": \"user:nobody@acme.com\"}\n",
+    );
+    workspace
+        .deed(&["inventory", "import", file.to_str().unwrap()])
+        .ok();
+    let plan = workspace.plan_json();
+    assert_eq!(
+        actions(&plan),
+        owned(&[
+            ("transfer", "asset", "dataset/ds-1"),
+            ("transfer", "asset", "dataset/ds-2")
+        ])
+    );
+    let stranger = change_of(&plan, "dataset/ds-1");
+    assert_eq!(stranger["after"]["owner"], "user:alice@acme.com");
+    assert_eq!(
+        stranger["reason"],
+        "zed@zeta.com is a user of zeta, not of acme; passes to successor alice@acme.com"
+    );
+    assert_eq!(
+        change_of(&plan, "dataset/ds-2")["reason"],
+        "nobody@acme.com is not a user of acme; passes to successor alice@acme.com"
+    );
+    workspace.apply();
+    assert_eq!(
+        workspace.show("dataset/ds-1")["owner"],
+        "user:alice@acme.com"
+    );
+    assert_eq!(workspace.deed(&["plan"]).ok().stdout.trim(), NO_CHANGES);
+    workspace.deed(&["state", "check"]).ok();
+}
