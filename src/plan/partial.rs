@@ -453,9 +453,18 @@ pub fn closure(
                 continue;
             };
             if let Owner::User(email) = &asset.owner {
-                if let Some(user) = state.users.get(email) {
-                    if &user.account != account {
+                match state.users.get(email) {
+                    Some(user) if &user.account == account => {}
+                    Some(user) => {
                         want(&user.account);
+                        if let Some(declared) = declared_in(Kind::User, email) {
+                            want(&declared);
+                        }
+                    }
+                    // Not a user yet (an inventory record can name anyone):
+                    // the account that declares them says why the asset
+                    // passes to the successor.
+                    None => {
                         if let Some(declared) = declared_in(Kind::User, email) {
                             want(&declared);
                         }
@@ -563,4 +572,68 @@ pub fn splice(
     pending.extend(part.pending);
     pending.sort_by(|a, b| (a.kind, &a.object, &a.reason).cmp(&(b.kind, &b.object, &b.reason)));
     Some(Plan::new(changes, pending))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::{closure, DesiredIndex, StateIndex};
+    use crate::model::{Account, Asset, Duration, Owner, State};
+    use crate::spec::{load_files, SourceFile};
+
+    /// An asset of acme owned by someone who is not a user yet but whom
+    /// zeta's specs declare: planning acme alone needs zeta, for the
+    /// asset's reason names where that user is.
+    #[test]
+    fn the_closure_of_an_account_holds_the_account_declaring_the_owner_of_its_assets() {
+        let file = |path: &str, text: &str| SourceFile {
+            path: path.to_string(),
+            text: text.to_string(),
+        };
+        let acme = file(
+            "acme.yaml",
+            "account: acme\ndomains: [acme.com]\nusers:\n  alice@acme.com: {role: owner}\n",
+        );
+        let zeta = file(
+            "zeta.yaml",
+            "account: zeta\ndomains: [zeta.com]\nusers:\n  zed@zeta.com: {role: owner}\n  nina@zeta.com: {}\n",
+        );
+        let whole = load_files(&[acme.clone(), zeta], Vec::new()).expect("valid specs");
+        let part = load_files(&[acme], Vec::new()).expect("valid specs");
+        let mut state = State::default();
+        for (id, owner) in [("acme", "alice@acme.com"), ("zeta", "zed@zeta.com")] {
+            let account = Account {
+                owner: Some(owner.to_string()),
+                domains: Vec::new(),
+                hub: None,
+                connections: Vec::new(),
+                credits: 0,
+                merged_into: None,
+                invite_ttl: Duration { seconds: 0 },
+                successor: None,
+            };
+            state.accounts.insert(id.to_string(), account);
+        }
+        state.assets.insert(
+            "dataset/ds-1".into(),
+            Asset {
+                account: "acme".into(),
+                owner: Owner::User("nina@zeta.com".into()),
+                creator: None,
+                folder: None,
+                versions: Vec::new(),
+                tags: Default::default(),
+            },
+        );
+        let accounts: BTreeSet<String> = ["acme".to_string()].into();
+        let wanted = closure(
+            &accounts,
+            &part,
+            &DesiredIndex::of(&whole),
+            &state,
+            &StateIndex::of(&state),
+        );
+        assert_eq!(wanted, ["zeta".to_string()].into());
+    }
 }
