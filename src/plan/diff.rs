@@ -1,9 +1,9 @@
 //! The diff: the target state (see [`super::target`]) against the state,
 //! kind by kind, into [`Change`]s in the order they are applied.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
-use super::target::{self, Target};
+use super::target::{self, Reasons, Target};
 use super::{Action, Change, Plan};
 use crate::desired::Desired;
 use crate::diagnostic::Diagnostic;
@@ -88,7 +88,7 @@ struct Differ<'a, 's> {
     state: &'s State,
     target: &'a Target<'s>,
     /// The target's reasons, each taken by its change.
-    reasons: &'a mut HashMap<(Kind, String), String>,
+    reasons: &'a mut Reasons,
     changes: &'a mut Vec<Change>,
 }
 
@@ -210,7 +210,7 @@ impl Differ<'_, '_> {
     }
 
     fn reason(&mut self, kind: Kind, id: &str, action: Action) -> String {
-        if let Some(reason) = self.reasons.remove(&(kind, id.to_string())) {
+        if let Some(reason) = self.reasons.remove(kind, id) {
             return reason;
         }
         let origin = self.desired.origin(kind, id).map(|o| &*o.path);

@@ -31,9 +31,40 @@ pub(crate) struct Target<'s> {
     pub assets: TargetAssets<'s>,
     pub grants: BTreeMap<String, Grant>,
     /// Why an object changes, where that is more than "the specs say so".
-    pub reasons: HashMap<(Kind, String), String>,
+    pub reasons: Reasons,
     pub pending: Vec<Pending>,
     pub errors: Vec<Diagnostic>,
+}
+
+/// Why objects change, where that is more than "the specs say so": by
+/// kind, then id, so that the diff looks a reason up by `&str` (a plan of a
+/// million transfers looks up a million reasons).
+#[derive(Debug, Default)]
+pub(crate) struct Reasons {
+    /// Indexed by the position of the kind in [`Kind::ALL`].
+    by_kind: [HashMap<String, String>; 9],
+}
+
+impl Reasons {
+    fn of_kind(&mut self, kind: Kind) -> &mut HashMap<String, String> {
+        let slot = Kind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
+        &mut self.by_kind[slot]
+    }
+
+    /// Sets the reason of `id`; gives the one it replaces.
+    pub fn insert(&mut self, (kind, id): (Kind, String), reason: String) -> Option<String> {
+        self.of_kind(kind).insert(id, reason)
+    }
+
+    /// Sets the reason of `id` unless it has one.
+    pub fn insert_if_absent(&mut self, (kind, id): (Kind, String), reason: String) {
+        self.of_kind(kind).entry(id).or_insert(reason);
+    }
+
+    /// Takes the reason of `id` out.
+    pub fn remove(&mut self, kind: Kind, id: &str) -> Option<String> {
+        self.of_kind(kind).remove(id)
+    }
 }
 
 /// The map type of the owner indexes: the loader's fast hasher.
@@ -200,7 +231,7 @@ pub(crate) fn build<'s>(desired: &Desired, state: &'s State, now: Timestamp) -> 
         licenses: BTreeMap::new(),
         assets: TargetAssets::new(&state.assets),
         grants: state.grants.clone(),
-        reasons: HashMap::new(),
+        reasons: Reasons::default(),
         pending: Vec::new(),
         errors: Vec::new(),
     };
@@ -536,7 +567,7 @@ impl<'a> Builder<'a> {
             if from != to {
                 match self.connected(from, to) {
                     Ok(how) => {
-                        let reason = match target.reasons.remove(&(Kind::License, id.clone())) {
+                        let reason = match target.reasons.remove(Kind::License, id) {
                             Some(term) => format!("{how}; {term}"),
                             None => how,
                         };
@@ -1071,7 +1102,7 @@ impl<'a> Builder<'a> {
         }
         for (id, asset, reason) in fixes {
             target.assets.put(&id, asset);
-            target.reasons.entry((Kind::Asset, id)).or_insert(reason);
+            target.reasons.insert_if_absent((Kind::Asset, id), reason);
         }
     }
 
