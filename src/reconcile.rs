@@ -46,6 +46,8 @@ pub struct Reconciled {
     pub applied: usize,
     /// Changes already in place.
     pub skipped: usize,
+    /// The state the plan was made against (as loaded, before the apply).
+    pub state: State,
 }
 
 /// Why a reconcile stopped; nothing was written.
@@ -80,6 +82,7 @@ pub fn reconcile(
         plan,
         applied,
         skipped,
+        state,
     })
 }
 
