@@ -7,7 +7,6 @@
 //! keeps only the assets it changes ([`TargetAssets`]), over the state's.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::hash::BuildHasherDefault;
 
 use crate::desired::{Desired, DesiredAccount};
 use crate::diagnostic::Diagnostic;
@@ -17,7 +16,6 @@ use crate::model::{
 };
 
 use super::Pending;
-use crate::spec::KeyHasher;
 
 /// The target of every kind but assets, in full; assets as an overlay.
 pub(crate) struct Target<'s> {
@@ -67,8 +65,11 @@ impl Reasons {
     }
 }
 
-/// The map type of the owner indexes: the loader's fast hasher.
-type OwnerIndex<K, V> = HashMap<K, V, BuildHasherDefault<KeyHasher>>;
+/// The map type of the owner indexes. `std`'s keyed hasher, not the spec
+/// loader's case-folding one: the owners come from the inventory, and a
+/// hostile one naming many groups that differ only in case must not make
+/// every key collide.
+type OwnerIndex<K, V> = HashMap<K, V>;
 
 /// Assets of the target: the state's, with an overlay of changed and created
 /// ones, and an index by (account, owner) kept up to date as owners change.
