@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 use sha2::{Digest, Sha256};
 
-use crate::model::{Fields, Kind, State, Timestamp};
+use crate::model::{FieldValue, Fields, Kind, State, Timestamp};
 use crate::plan::{Action, Change, Plan};
 use crate::store::{Commit, HistoryEntry, MakeParts, Notification, Parts, StoreError};
 
@@ -367,7 +367,7 @@ enum Decision {
 fn matches(current: &Fields, wanted: &Fields) -> bool {
     wanted
         .iter()
-        .all(|(name, value)| current.get(name).unwrap_or(&serde_json::Value::Null) == value)
+        .all(|(name, value)| current.get(name).unwrap_or(&FieldValue::Null) == value)
 }
 
 fn decide(change: &Change, current: Option<&Fields>) -> Decision {

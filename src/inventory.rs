@@ -16,8 +16,8 @@ use serde::Deserialize;
 
 use crate::diagnostic::Diagnostic;
 use crate::model::{
-    to_fields, validate_asset_id, validate_email, validate_object_id, Account, Asset, Invoice,
-    Kind, Owner, State, Timestamp,
+    to_fields, validate_asset_id, validate_email, validate_object_id, Account, Asset, FieldValue,
+    Invoice, Kind, Owner, State, Timestamp,
 };
 use crate::plan::{Action, Change};
 use crate::store::{Commit, HistoryEntry, MakeParts, Parts, StoreError};
@@ -381,7 +381,7 @@ fn invoice_changes(
             .map_or("", |organization| organization.account.as_str());
         let list = |ids: &[&str]| {
             let mut fields = crate::model::Fields::new();
-            fields.insert("invoices".into(), serde_json::json!(ids));
+            fields.insert("invoices".into(), FieldValue::of(&ids));
             fields
         };
         changes.push(Change::new(

@@ -532,12 +532,14 @@ pub struct State {
     pub invoices: BTreeMap<String, Invoice>,
 }
 
+mod field_value;
 mod sorted_map;
 
+pub use field_value::FieldValue;
 pub use sorted_map::SortedMap;
 
 /// The fields of one object as JSON values, by contract name, in name order.
-pub type Fields = SortedMap<serde_json::Value>;
+pub type Fields = SortedMap<FieldValue>;
 
 /// The tags of an asset, in key order.
 pub type Tags = SortedMap<String>;
@@ -655,8 +657,8 @@ macro_rules! object_fields {
                 $(
                     if *$field != other.$field {
                         let name = stringify!($field).to_string();
-                        before.insert(name.clone(), serde_json::to_value($field).unwrap_or_default());
-                        after.insert(name, serde_json::to_value(&other.$field).unwrap_or_default());
+                        before.insert(name.clone(), FieldValue::of($field));
+                        after.insert(name, FieldValue::of(&other.$field));
                     }
                 )*
                 (before, after)

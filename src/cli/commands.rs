@@ -14,7 +14,7 @@ use super::{Config, Outcome};
 use crate::apply::{self, ApplyContext};
 use crate::desired::Desired;
 use crate::diagnostic::Diagnostic;
-use crate::model::{to_fields, Fields, Kind, State, UserStatus};
+use crate::model::{to_fields, FieldValue, Fields, Kind, State, UserStatus};
 use crate::plan::{self, Action, Change, Plan, PlanConfig};
 use crate::reconcile::{self, ReconcileError, ReconcileOptions};
 use crate::render;
@@ -605,7 +605,7 @@ fn object_fields(state: &State, kind: Kind, id: &str) -> Option<serde_json::Valu
     if kind == Kind::Product {
         fields.insert(
             "invoices".into(),
-            serde_json::json!(state.invoices_of_product(id)),
+            FieldValue::of(&state.invoices_of_product(id)),
         );
     }
     Some(serde_json::Value::from(fields))
@@ -706,14 +706,14 @@ fn accept_invitation(email: &str, wait: bool, config: &Config) -> Result<Outcome
     accepted.status = UserStatus::Active;
     accepted.invitation_expires = None;
     let mut before = Fields::new();
-    before.insert("status".into(), serde_json::json!("invited"));
+    before.insert("status".into(), "invited".into());
     before.insert(
         "invitation_expires".into(),
-        serde_json::to_value(user.invitation_expires)?,
+        FieldValue::of(&user.invitation_expires),
     );
     let mut after = Fields::new();
-    after.insert("status".into(), serde_json::json!("active"));
-    after.insert("invitation_expires".into(), serde_json::Value::Null);
+    after.insert("status".into(), "active".into());
+    after.insert("invitation_expires".into(), FieldValue::Null);
     let change = Change::new(
         Action::Update,
         Kind::User,

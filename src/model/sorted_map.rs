@@ -17,6 +17,8 @@ use std::marker::PhantomData;
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
+use super::FieldValue;
+
 /// Key → value, in key order.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SortedMap<V>(Vec<(String, V)>);
@@ -166,30 +168,38 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for SortedMap<V> {
 
 /// `Fields` as JSON: indexing gives `null` for a missing name, as indexing a
 /// `serde_json::Value` does.
-impl std::ops::Index<&str> for SortedMap<serde_json::Value> {
-    type Output = serde_json::Value;
-    fn index(&self, key: &str) -> &serde_json::Value {
-        static NULL: serde_json::Value = serde_json::Value::Null;
+impl std::ops::Index<&str> for SortedMap<FieldValue> {
+    type Output = FieldValue;
+    fn index(&self, key: &str) -> &FieldValue {
+        static NULL: FieldValue = FieldValue::Null;
         self.get(key).unwrap_or(&NULL)
     }
 }
 
-impl From<serde_json::Map<String, serde_json::Value>> for SortedMap<serde_json::Value> {
+impl From<serde_json::Map<String, serde_json::Value>> for SortedMap<FieldValue> {
     fn from(map: serde_json::Map<String, serde_json::Value>) -> Self {
         let mut fields = SortedMap::with_capacity(map.len());
-        fields.extend(map);
+        // A `serde_json::Map` is in key order already: each entry goes last.
+        fields.extend(
+            map.into_iter()
+                .map(|(name, value)| (name, FieldValue::from(value))),
+        );
         fields
     }
 }
 
-impl From<SortedMap<serde_json::Value>> for serde_json::Map<String, serde_json::Value> {
-    fn from(fields: SortedMap<serde_json::Value>) -> Self {
-        fields.0.into_iter().collect()
+impl From<SortedMap<FieldValue>> for serde_json::Map<String, serde_json::Value> {
+    fn from(fields: SortedMap<FieldValue>) -> Self {
+        fields
+            .0
+            .into_iter()
+            .map(|(name, value)| (name, serde_json::Value::from(value)))
+            .collect()
     }
 }
 
-impl From<SortedMap<serde_json::Value>> for serde_json::Value {
-    fn from(fields: SortedMap<serde_json::Value>) -> Self {
+impl From<SortedMap<FieldValue>> for serde_json::Value {
+    fn from(fields: SortedMap<FieldValue>) -> Self {
         serde_json::Value::Object(fields.into())
     }
 }
@@ -216,18 +226,19 @@ mod tests {
             let mut map = serde_json::Map::new();
             for (name, value) in &entries {
                 prop_assert_eq!(
-                    fields.insert(name.clone(), Value::from(*value)),
-                    map.insert(name.clone(), Value::from(*value))
+                    fields.insert(name.clone(), FieldValue::from(Value::from(*value))),
+                    map.insert(name.clone(), Value::from(*value)).map(FieldValue::from)
                 );
             }
             for name in &removed {
-                prop_assert_eq!(fields.remove(name), map.remove(name));
+                prop_assert_eq!(fields.remove(name), map.remove(name).map(FieldValue::from));
             }
             prop_assert_eq!(fields.len(), map.len());
-            prop_assert_eq!(fields.iter().collect::<Vec<_>>(), map.iter().collect::<Vec<_>>());
+            prop_assert!(fields.iter().map(|(name, _)| name).eq(map.keys()));
+            prop_assert!(fields.values().zip(map.values()).all(|(a, b)| a == b));
             let json = serde_json::to_string(&map).unwrap();
             prop_assert_eq!(serde_json::to_string(&fields).unwrap(), json.clone());
-            let back: SortedMap<Value> = serde_json::from_str(&json).unwrap();
+            let back: SortedMap<FieldValue> = serde_json::from_str(&json).unwrap();
             prop_assert_eq!(&back, &fields);
             prop_assert_eq!(SortedMap::from(map.clone()), fields.clone());
             prop_assert_eq!(serde_json::Map::from(fields), map);
@@ -262,7 +273,8 @@ mod tests {
 
     #[test]
     fn a_repeated_key_keeps_its_last_value() {
-        let fields: SortedMap<Value> = serde_json::from_str(r#"{"b": 1, "a": 2, "b": 3}"#).unwrap();
+        let fields: SortedMap<FieldValue> =
+            serde_json::from_str(r#"{"b": 1, "a": 2, "b": 3}"#).unwrap();
         assert_eq!(serde_json::to_string(&fields).unwrap(), r#"{"a":2,"b":3}"#);
         let tags: SortedMap<String> = serde_json::from_str(r#"{"b": "1", "b": "3"}"#).unwrap();
         assert_eq!(tags.get("b").map(String::as_str), Some("3"));
@@ -270,8 +282,8 @@ mod tests {
 
     #[test]
     fn indexing_fields_by_a_missing_name_gives_null() {
-        let fields: SortedMap<Value> = serde_json::from_str(r#"{"a": 1}"#).unwrap();
+        let fields: SortedMap<FieldValue> = serde_json::from_str(r#"{"a": 1}"#).unwrap();
         assert_eq!(fields["a"], Value::from(1));
-        assert_eq!(fields["b"], Value::Null);
+        assert_eq!(fields["b"], FieldValue::Null);
     }
 }

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::model::{Fields, Kind};
+use crate::model::{FieldValue, Fields, Kind};
 
 /// The version of the JSON plan format; `apply` refuses any other.
 pub const FORMAT_VERSION: u32 = 1;
@@ -138,7 +138,7 @@ impl StableHasher {
     fn entries<'a>(
         &mut self,
         len: usize,
-        entries: impl Iterator<Item = (&'a String, &'a serde_json::Value)>,
+        entries: impl Iterator<Item = (&'a String, &'a FieldValue)>,
     ) {
         self.bytes(b"m");
         self.bytes(&(len as u64).to_le_bytes());
@@ -148,8 +148,8 @@ impl StableHasher {
         }
     }
 
-    fn value(&mut self, value: &serde_json::Value) {
-        use serde_json::Value;
+    fn value(&mut self, value: &FieldValue) {
+        use FieldValue as Value;
         match value {
             Value::Null => self.bytes(b"0"),
             Value::Bool(true) => self.bytes(b"t"),

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use serde_json::Value;
+use crate::model::FieldValue as Value;
 
 use crate::model::{AssetKind, Fields, Kind};
 use crate::plan::{Action, Change, Plan, Summary};

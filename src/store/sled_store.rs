@@ -965,8 +965,8 @@ pub(crate) mod tests {
         let store = filled_store(folder.path());
         let before_history = store.history(None).expect("history");
         let mut bad = Fields::new();
-        bad.insert("account".into(), serde_json::json!("acme"));
-        bad.insert("owner".into(), serde_json::json!("nobody at all"));
+        bad.insert("account".into(), "acme".into());
+        bad.insert("owner".into(), "nobody at all".into());
         let commit = Commit {
             objects: vec![
                 (Kind::User, "alice@acme.com".into(), None),

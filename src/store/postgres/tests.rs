@@ -173,8 +173,8 @@ fn a_commit_with_an_invalid_object_writes_nothing() {
     let store = filled(&database);
     let before = dump_bytes(&store);
     let mut bad = Fields::new();
-    bad.insert("account".into(), serde_json::json!("acme"));
-    bad.insert("owner".into(), serde_json::json!("nobody at all"));
+    bad.insert("account".into(), "acme".into());
+    bad.insert("owner".into(), "nobody at all".into());
     let commit = Commit {
         objects: vec![
             (Kind::User, "alice@acme.com".into(), None),
@@ -793,8 +793,8 @@ fn a_commit_whose_later_part_fails_writes_none_of_its_parts() {
     let asset = state.assets.keys().next().expect("an asset").clone();
     let before = dump_bytes(&store);
     let mut bad = Fields::new();
-    bad.insert("account".into(), serde_json::json!("acme"));
-    bad.insert("owner".into(), serde_json::json!("nobody at all"));
+    bad.insert("account".into(), "acme".into());
+    bad.insert("owner".into(), "nobody at all".into());
     let invalid = Commit {
         objects: vec![(Kind::Asset, "dataset/ds-9".into(), Some(bad))],
         ..Commit::default()
