@@ -1,7 +1,8 @@
-//! Reconcile: the one function that makes the state match the specs. `deed
-//! apply` calls it once; the daemon calls it on every file change and every
-//! tick. It is level-triggered: it is never told why it runs, it reads the
-//! desired model and the state and converges.
+//! Reconcile: the steps that make the state match the specs — a checked plan
+//! ([`checked_plan`]: rules, `--actor`, the removal guard) and its atomic
+//! apply ([`apply_checked`]). `deed apply` runs them once; the daemon on
+//! every file change and every tick. It is level-triggered: it is never
+//! told why it runs, it reads the desired model and the state and converges.
 
 use crate::apply::{self, ApplyContext, ApplyError};
 use crate::desired::Desired;
@@ -38,18 +39,6 @@ impl ReconcileOptions {
     }
 }
 
-/// A reconcile that went through.
-#[derive(Debug)]
-pub struct Reconciled {
-    pub plan: Plan,
-    /// Changes written (0 on a dry run).
-    pub applied: usize,
-    /// Changes already in place.
-    pub skipped: usize,
-    /// The state the plan was made against (as loaded, before the apply).
-    pub state: State,
-}
-
 /// Why a reconcile stopped; nothing was written.
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
@@ -66,24 +55,6 @@ pub enum ReconcileError {
     Apply(#[from] ApplyError),
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-/// Plans `desired` against the state in `store` and applies it (unless a
-/// dry run), atomically.
-pub fn reconcile(
-    desired: &Desired,
-    store: &dyn Store,
-    options: &ReconcileOptions,
-) -> Result<Reconciled, ReconcileError> {
-    let state = store.load()?;
-    let plan = checked_plan(desired, &state, options)?;
-    let (applied, skipped) = apply_checked(&plan, &state, store, options)?;
-    Ok(Reconciled {
-        plan,
-        applied,
-        skipped,
-        state,
-    })
 }
 
 /// Applies a plan already checked (see [`check_plan`]) against `state`, the

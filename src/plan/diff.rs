@@ -31,7 +31,9 @@ pub fn plan(
     // entries each when a rule moves a million assets).
     let overlay = target.assets.take_overlay();
     let mut reasons = std::mem::take(&mut target.reasons);
-    let mut changes = Vec::new();
+    // Sized once for the usual bulk of a large plan, the assets, rather
+    // than doubled to it (a million changes are 150 MB).
+    let mut changes = Vec::with_capacity(overlay.len());
     let mut differ = Differ {
         desired,
         state,
@@ -52,7 +54,10 @@ pub fn plan(
     differ.kind(Kind::License, &state.licenses, &target.licenses);
     differ.assets(overlay);
     differ.kind(Kind::Grant, &state.grants, &target.grants);
-    changes.sort_by(|a, b| order_key(a).cmp(&order_key(b)));
+    // In place: a stable sort would take a buffer of half the changes.
+    // Each object has one change, so the keys are unique and the order is
+    // the same.
+    changes.sort_unstable_by(|a, b| order_key(a).cmp(&order_key(b)));
     Ok(Plan::new(changes, target.pending.clone()))
 }
 
