@@ -61,23 +61,9 @@ impl FieldValue {
         }
     }
 
-    pub fn as_bool(&self) -> Option<bool> {
-        match self {
-            FieldValue::Bool(value) => Some(*value),
-            _ => None,
-        }
-    }
-
     pub fn as_i64(&self) -> Option<i64> {
         match self {
             FieldValue::Number(number) => number.as_i64(),
-            _ => None,
-        }
-    }
-
-    pub fn as_u64(&self) -> Option<u64> {
-        match self {
-            FieldValue::Number(number) => number.as_u64(),
             _ => None,
         }
     }
@@ -155,18 +141,6 @@ impl From<String> for FieldValue {
 impl From<i64> for FieldValue {
     fn from(number: i64) -> Self {
         FieldValue::Number(number.into())
-    }
-}
-
-impl From<u64> for FieldValue {
-    fn from(number: u64) -> Self {
-        FieldValue::Number(number.into())
-    }
-}
-
-impl From<bool> for FieldValue {
-    fn from(value: bool) -> Self {
-        FieldValue::Bool(value)
     }
 }
 
