@@ -18,7 +18,7 @@
 #   parse floor    serde_yaml of every document into deed's Fragment, 1 thread
 #   scan floor     open a copy of the state with sled, iterate objects+invoices
 #   rewrite floor  open a copy of the state, rewrite N asset values in sled
-#                  batches of 10,000, flush
+#                  batches of 250 (sled's fastest; see BENCHMARKS.md), flush
 # Benchmarks are not timed tests: CI runs `benches/scale.sh XS` only to keep
 # this script working; the targets are checked by reading the table.
 set -euo pipefail

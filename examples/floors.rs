@@ -13,7 +13,7 @@
 //!                               outbox are not read)
 //! floors rewrite STATE_DIR N    open a copy of a deed sled state and rewrite
 //!                               the values of N asset records (fewer if the
-//!                               state holds fewer), in batches of 10,000
+//!                               state holds fewer), in batches of 250
 //!                               (`--batch B`), then flush
 //! ```
 //!
@@ -38,7 +38,7 @@ fn main() {
                     .get(4)
                     .and_then(|b| b.parse().ok())
                     .unwrap_or_else(|| usage()),
-                None => 10_000,
+                None => 250,
                 Some(_) => usage(),
             };
             rewrite(Path::new(&args[1]), n, batch)

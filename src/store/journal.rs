@@ -40,11 +40,13 @@ pub const PARTIAL: &str = "journal.partial";
 pub const SMALL_RECORDS: usize = 10_000;
 /// ... and at most this many bytes of keys and values.
 pub const SMALL_BYTES: usize = 16 << 20;
-/// Records per sled batch when a journal is replayed. sled 0.34's memory
-/// grows with the size of its batches: replaying 200,000 records in
-/// batches of 20,000 added ~250 MB to the peak of an apply, in batches of
-/// 2,000 next to nothing, at no measurable cost in time.
-pub const REPLAY_RECORDS: usize = 2_000;
+/// Records per sled batch when a journal is replayed (and a dump restored).
+/// sled 0.34 holds on to what a batch of more than about a thousand records
+/// leaves behind until far later: replaying the 2M records of Workload L's
+/// reassign took 1.3 GB in batches of 2,000 and 2.8 GB in batches of 10,000,
+/// but 0.25 GB in batches of 1,000 or fewer, and 250 was also the fastest
+/// (9.4 s against 12.4 s for 2,000 and 11.3 s for 1,000).
+pub const REPLAY_RECORDS: usize = 250;
 /// ... and at most this many bytes per batch.
 const REPLAY_BYTES: usize = 8 << 20;
 
