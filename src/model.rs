@@ -652,10 +652,16 @@ macro_rules! object_fields {
         impl ObjectFields for $type {
             fn changed_fields(&self, other: &Self) -> (Fields, Fields) {
                 let $type { $($field),* } = self;
-                let mut before = Fields::new();
-                let mut after = Fields::new();
+                // Counted first, so that each map is allocated at its size:
+                // grown by pushes, two fields would take room for four (a
+                // plan of a million transfers holds two maps per change).
+                let changed = [$(*$field != other.$field),*];
+                let count = changed.iter().filter(|changed| **changed).count();
+                let mut before = Fields::with_capacity(count);
+                let mut after = Fields::with_capacity(count);
+                let mut changed = changed.into_iter();
                 $(
-                    if *$field != other.$field {
+                    if changed.next() == Some(true) {
                         let name = stringify!($field).to_string();
                         before.insert(name.clone(), FieldValue::of($field));
                         after.insert(name, FieldValue::of(&other.$field));
