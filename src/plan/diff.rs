@@ -43,14 +43,14 @@ pub fn plan(
     };
     differ.kind(Kind::Account, &state.accounts, &target.accounts);
     differ.kind(Kind::User, &state.users, &target.users);
-    differ.kind(Kind::Group, &state.groups, &target.groups);
-    differ.kind(Kind::Membership, &state.memberships, &target.memberships);
+    differ.kind(Kind::Group, &state.groups, target.groups);
+    differ.kind(Kind::Membership, &state.memberships, target.memberships);
     differ.kind(
         Kind::Organization,
         &state.organizations,
         &target.organizations,
     );
-    differ.kind(Kind::Product, &state.products, &target.products);
+    differ.kind(Kind::Product, &state.products, target.products);
     differ.kind(Kind::License, &state.licenses, &target.licenses);
     differ.assets(overlay);
     differ.kind(Kind::Grant, &state.grants, &target.grants);

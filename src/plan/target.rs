@@ -18,13 +18,15 @@ use crate::model::{
 use super::Pending;
 
 /// The target of every kind but assets, in full; assets as an overlay.
+/// Groups, memberships and products are the specs' own, as declared: no
+/// rule changes them (300k memberships at scale are not copied).
 pub(crate) struct Target<'s> {
     pub accounts: BTreeMap<String, Account>,
     pub users: BTreeMap<String, User>,
-    pub groups: BTreeMap<String, Group>,
-    pub memberships: BTreeMap<String, Membership>,
+    pub groups: &'s BTreeMap<String, Group>,
+    pub memberships: &'s BTreeMap<String, Membership>,
     pub organizations: BTreeMap<String, Organization>,
-    pub products: BTreeMap<String, Product>,
+    pub products: &'s BTreeMap<String, Product>,
     pub licenses: BTreeMap<String, License>,
     pub assets: TargetAssets<'s>,
     pub grants: BTreeMap<String, Grant>,
@@ -65,11 +67,12 @@ impl Reasons {
     }
 }
 
-/// The map type of the owner indexes. `std`'s keyed hasher, not the spec
-/// loader's case-folding one: the owners come from the inventory, and a
-/// hostile one naming many groups that differ only in case must not make
-/// every key collide.
-type OwnerIndex<K, V> = HashMap<K, V>;
+/// The map type of the owner indexes (a million assets go in at scale).
+/// Not the spec loader's case-folding hasher: the owners come from the
+/// inventory, and a hostile one naming many groups that differ only in case
+/// must not make every key collide. foldhash's seeds are random per process
+/// as `std`'s are, and it hashes these short keys several times faster.
+type OwnerIndex<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Assets of the target: the state's, with an overlay of changed and created
 /// ones, and an index by (account, owner) kept up to date as owners change.
@@ -221,14 +224,14 @@ impl<'s> TargetAssets<'s> {
 }
 
 /// Builds the target for `desired` over `state` at time `now`.
-pub(crate) fn build<'s>(desired: &Desired, state: &'s State, now: Timestamp) -> Target<'s> {
+pub(crate) fn build<'s>(desired: &'s Desired, state: &'s State, now: Timestamp) -> Target<'s> {
     let mut target = Target {
         accounts: BTreeMap::new(),
         users: BTreeMap::new(),
-        groups: desired.groups.clone(),
-        memberships: desired.memberships.clone(),
+        groups: &desired.groups,
+        memberships: &desired.memberships,
         organizations: BTreeMap::new(),
-        products: desired.products.clone(),
+        products: &desired.products,
         licenses: BTreeMap::new(),
         assets: TargetAssets::new(&state.assets),
         grants: state.grants.clone(),
@@ -350,12 +353,25 @@ impl<'a> Builder<'a> {
     /// Users: invitations for new ones, re-issued invitations, roles, and a
     /// previous owner who stays owner while a transfer is pending.
     fn users(&mut self, target: &mut Target) {
+        // The specs' users and the state's are both sorted by email: walked
+        // in step (a lookup each costs more at 100k users), and the target's
+        // map is built in bulk from the sorted list.
+        let mut in_state = self.state.users.iter().peekable();
+        let mut users = Vec::with_capacity(self.desired.users.len());
         for (email, wanted) in &self.desired.users {
-            let ttl = self
-                .desired_account(&wanted.account)
-                .map_or(crate::model::Duration::DEFAULT_INVITE_TTL, |a| a.invite_ttl);
-            let expires_at = add_seconds(self.now, ttl.seconds);
-            let user = match self.state.users.get(email) {
+            while in_state.next_if(|(current, _)| *current < email).is_some() {}
+            let current = in_state
+                .next_if(|(current, _)| *current == email)
+                .map(|(_, user)| user);
+            // When a new invitation issued now expires (most users have
+            // none to issue).
+            let expires_at = || {
+                let ttl = self
+                    .desired_account(&wanted.account)
+                    .map_or(crate::model::Duration::DEFAULT_INVITE_TTL, |a| a.invite_ttl);
+                add_seconds(self.now, ttl.seconds)
+            };
+            let user = match current {
                 None => {
                     target.reasons.insert(
                         (Kind::User, email.clone()),
@@ -366,7 +382,7 @@ impl<'a> Builder<'a> {
                         role: wanted.role,
                         name: wanted.name.clone(),
                         status: UserStatus::Invited,
-                        invitation_expires: Some(expires_at),
+                        invitation_expires: Some(expires_at()),
                     }
                 }
                 Some(current) => {
@@ -376,7 +392,7 @@ impl<'a> Builder<'a> {
                             .invitation_expires
                             .is_none_or(|expires| expires <= self.now)
                     {
-                        invitation_expires = Some(expires_at);
+                        invitation_expires = Some(expires_at());
                         target.reasons.insert(
                             (Kind::User, email.clone()),
                             "invitation expired; re-issued".to_string(),
@@ -391,7 +407,12 @@ impl<'a> Builder<'a> {
                     }
                 }
             };
-            target.users.insert(email.clone(), user);
+            users.push((email.clone(), user));
+        }
+        if target.users.is_empty() {
+            target.users = users.into_iter().collect();
+        } else {
+            target.users.extend(users);
         }
         // A pending ownership transfer keeps the old owner in place and the
         // new one out of the owner role.
@@ -583,7 +604,7 @@ impl<'a> Builder<'a> {
                 }
             }
         }
-        for (id, product) in &target.products {
+        for (id, product) in target.products {
             let Some(current) = self.state.products.get(id) else {
                 continue;
             };
@@ -828,15 +849,14 @@ impl<'a> Builder<'a> {
     /// Users declared in another account than the state's are moved, with
     /// what they own (contract 2.3).
     fn moves(&mut self, target: &mut Target) {
-        let mut memberships_of: HashMap<&str, Vec<&String>> = HashMap::new();
-        for (id, membership) in &self.state.memberships {
-            memberships_of
-                .entry(membership.user.as_str())
-                .or_default()
-                .push(id);
-        }
+        // The state's memberships by user, made when the first user moves
+        // (a plan where nobody moves never needs it: 300k at scale).
+        let mut memberships_of: Option<HashMap<&str, Vec<&String>>> = None;
+        // Both sorted by email: walked in step.
+        let mut in_state = self.state.users.iter().peekable();
         for (email, wanted) in &self.desired.users {
-            let Some(current) = self.state.users.get(email) else {
+            while in_state.next_if(|(current, _)| *current < email).is_some() {}
+            let Some((_, current)) = in_state.next_if(|(current, _)| *current == email) else {
                 continue;
             };
             let from = &current.account;
@@ -861,6 +881,16 @@ impl<'a> Builder<'a> {
                     continue;
                 }
             };
+            let memberships_of = memberships_of.get_or_insert_with(|| {
+                let mut memberships_of: HashMap<&str, Vec<&String>> = HashMap::new();
+                for (id, membership) in &self.state.memberships {
+                    memberships_of
+                        .entry(membership.user.as_str())
+                        .or_default()
+                        .push(id);
+                }
+                memberships_of
+            });
             for id in memberships_of.get(email.as_str()).into_iter().flatten() {
                 let membership = &self.state.memberships[*id];
                 if &membership.account == from {
@@ -1047,15 +1077,24 @@ impl<'a> Builder<'a> {
     /// assets; only assets with versions are looked at.
     fn orphan_versions(&mut self, target: &mut Target) {
         let mut fixes: Vec<(String, Asset, String)> = Vec::new();
+        // The account of each user, by hash: every version of every asset
+        // is looked up (a third of a million at scale).
+        let mut account_of: HashMap<&str, &str, foldhash::fast::RandomState> =
+            HashMap::with_capacity_and_hasher(target.users.len(), Default::default());
+        account_of.extend(
+            target
+                .users
+                .iter()
+                .map(|(email, user)| (email.as_str(), user.account.as_str())),
+        );
         let mut look = |id: &String, asset: &Asset| {
             if asset.versions.is_empty() {
                 return;
             }
             let is_user = |email: &String| {
-                target
-                    .users
-                    .get(email)
-                    .is_some_and(|u| u.account == asset.account)
+                account_of
+                    .get(email.as_str())
+                    .is_some_and(|account| *account == asset.account)
             };
             if asset.versions.iter().all(is_user) {
                 return;
