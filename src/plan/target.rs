@@ -94,18 +94,24 @@ pub(crate) struct TargetAssets<'s> {
 
 impl<'s> TargetAssets<'s> {
     fn new(base: &'s BTreeMap<String, Asset>) -> Self {
-        let mut base_by_owner: OwnerIndex<(&'s str, &'s Owner), Vec<&'s str>> =
-            OwnerIndex::default();
+        let mut assets = TargetAssets::unindexed(base);
         for (id, asset) in base {
-            base_by_owner
+            assets
+                .base_by_owner
                 .entry((asset.account.as_str(), &asset.owner))
                 .or_default()
                 .push(id.as_str());
         }
+        assets
+    }
+
+    /// The state's assets without their owner index: a stand-in for the
+    /// steps that never look at assets while [`TargetAssets::new`] runs.
+    fn unindexed(base: &'s BTreeMap<String, Asset>) -> Self {
         TargetAssets {
             base,
             overlay: BTreeMap::new(),
-            base_by_owner,
+            base_by_owner: OwnerIndex::default(),
             base_taken: OwnerIndex::default(),
             overlay_by_owner: OwnerIndex::default(),
         }
@@ -223,45 +229,75 @@ impl<'s> TargetAssets<'s> {
     }
 }
 
+/// From this many assets on, their owner index is made on a second thread.
+const INDEX_ON_A_THREAD: usize = 50_000;
+
 /// Builds the target for `desired` over `state` at time `now`.
 pub(crate) fn build<'s>(desired: &'s Desired, state: &'s State, now: Timestamp) -> Target<'s> {
-    let mut target = Target {
-        accounts: BTreeMap::new(),
-        users: BTreeMap::new(),
-        groups: &desired.groups,
-        memberships: &desired.memberships,
-        organizations: BTreeMap::new(),
-        products: &desired.products,
-        licenses: BTreeMap::new(),
-        assets: TargetAssets::new(&state.assets),
-        grants: state.grants.clone(),
-        reasons: Reasons::default(),
-        pending: Vec::new(),
-        errors: Vec::new(),
-    };
-    let mut builder = Builder {
-        desired,
-        state,
-        now,
-    };
-    builder.accounts(&mut target);
-    builder.users(&mut target);
-    builder.organizations_and_licenses(&mut target);
-    builder.pins_and_reassign_rules(&mut target);
-    builder.merges(&mut target);
-    builder.moves(&mut target);
-    builder.orphans(&mut target);
-    builder.orphan_versions(&mut target);
-    builder.grants(&mut target);
-    builder.organization_removals(&mut target);
-    builder.account_removals(&mut target);
-    builder.connection_requests(&mut target);
-    target
-        .pending
-        .sort_by(|a, b| (a.kind, &a.object, &a.reason).cmp(&(b.kind, &b.object, &b.reason)));
-    target.errors.sort();
-    target.errors.dedup();
-    target
+    std::thread::scope(|scope| {
+        // The owner index of the state's assets (a million at scale) is
+        // made on a second thread while the first steps, which never look
+        // at assets, run; it is the same index on either thread.
+        let indexing = (state.assets.len() >= INDEX_ON_A_THREAD)
+            .then(|| {
+                std::thread::Builder::new()
+                    .name("deed-asset-index".into())
+                    .spawn_scoped(scope, || TargetAssets::new(&state.assets))
+                    .ok()
+            })
+            .flatten();
+        let mut target = Target {
+            accounts: BTreeMap::new(),
+            users: BTreeMap::new(),
+            groups: &desired.groups,
+            memberships: &desired.memberships,
+            organizations: BTreeMap::new(),
+            products: &desired.products,
+            licenses: BTreeMap::new(),
+            assets: TargetAssets::unindexed(&state.assets),
+            grants: state.grants.clone(),
+            reasons: Reasons::default(),
+            pending: Vec::new(),
+            errors: Vec::new(),
+        };
+        let mut builder = Builder {
+            desired,
+            state,
+            now,
+        };
+        builder.accounts(&mut target);
+        builder.users(&mut target);
+        builder.organizations_and_licenses(&mut target);
+        target.assets = match indexing {
+            Some(thread) => thread
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            None => TargetAssets::new(&state.assets),
+        };
+        builder.finish(target)
+    })
+}
+
+impl<'a> Builder<'a> {
+    /// The steps that look at assets, once their index is made.
+    fn finish<'s>(&mut self, mut target: Target<'s>) -> Target<'s> {
+        let builder = self;
+        builder.pins_and_reassign_rules(&mut target);
+        builder.merges(&mut target);
+        builder.moves(&mut target);
+        builder.orphans(&mut target);
+        builder.orphan_versions(&mut target);
+        builder.grants(&mut target);
+        builder.organization_removals(&mut target);
+        builder.account_removals(&mut target);
+        builder.connection_requests(&mut target);
+        target
+            .pending
+            .sort_by(|a, b| (a.kind, &a.object, &a.reason).cmp(&(b.kind, &b.object, &b.reason)));
+        target.errors.sort();
+        target.errors.dedup();
+        target
+    }
 }
 
 struct Builder<'a> {
