@@ -38,15 +38,16 @@ pub(crate) struct Target<'s> {
 
 /// Why objects change, where that is more than "the specs say so": by
 /// kind, then id, so that the diff looks a reason up by `&str` (a plan of a
-/// million transfers looks up a million reasons).
+/// million transfers looks up a million reasons). Hashed as the owner
+/// indexes are ([`HashIndex`]).
 #[derive(Debug, Default)]
 pub(crate) struct Reasons {
     /// Indexed by the position of the kind in [`Kind::ALL`].
-    by_kind: [HashMap<String, String>; 9],
+    by_kind: [HashIndex<String, String>; 9],
 }
 
 impl Reasons {
-    fn of_kind(&mut self, kind: Kind) -> &mut HashMap<String, String> {
+    fn of_kind(&mut self, kind: Kind) -> &mut HashIndex<String, String> {
         let slot = Kind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
         &mut self.by_kind[slot]
     }
@@ -67,12 +68,13 @@ impl Reasons {
     }
 }
 
-/// The map type of the owner indexes (a million assets go in at scale).
-/// Not the spec loader's case-folding hasher: the owners come from the
-/// inventory, and a hostile one naming many groups that differ only in case
-/// must not make every key collide. foldhash's seeds are random per process
-/// as `std`'s are, and it hashes these short keys several times faster.
-type OwnerIndex<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+/// The hash map of the target's indexes and reasons (a million entries go
+/// in at scale). Not the spec loader's case-folding hasher: the keys come
+/// from the inventory and the specs, and a hostile inventory naming many
+/// groups that differ only in case must not make every key collide.
+/// foldhash's seeds are random per process as `std`'s are, and it hashes
+/// these short keys several times faster.
+type HashIndex<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Assets of the target: the state's, with an overlay of changed and created
 /// ones, and an index by (account, owner) kept up to date as owners change.
@@ -85,11 +87,11 @@ pub(crate) struct TargetAssets<'s> {
     pub base: &'s BTreeMap<String, Asset>,
     pub overlay: BTreeMap<String, Asset>,
     /// The state's assets by (account, owner), ids in order.
-    base_by_owner: OwnerIndex<(&'s str, &'s Owner), Vec<&'s str>>,
+    base_by_owner: HashIndex<(&'s str, &'s Owner), Vec<&'s str>>,
     /// How many ids of each `base_by_owner` list the overlay has taken.
-    base_taken: OwnerIndex<(&'s str, &'s Owner), usize>,
+    base_taken: HashIndex<(&'s str, &'s Owner), usize>,
     /// The overlay's assets by (account, owner).
-    overlay_by_owner: OwnerIndex<(String, Owner), BTreeSet<String>>,
+    overlay_by_owner: HashIndex<(String, Owner), BTreeSet<String>>,
 }
 
 impl<'s> TargetAssets<'s> {
@@ -111,9 +113,9 @@ impl<'s> TargetAssets<'s> {
         TargetAssets {
             base,
             overlay: BTreeMap::new(),
-            base_by_owner: OwnerIndex::default(),
-            base_taken: OwnerIndex::default(),
-            overlay_by_owner: OwnerIndex::default(),
+            base_by_owner: HashIndex::default(),
+            base_taken: HashIndex::default(),
+            overlay_by_owner: HashIndex::default(),
         }
     }
 
@@ -200,9 +202,9 @@ impl<'s> TargetAssets<'s> {
     /// indexes are dropped with them (a million entries at scale), so that
     /// their memory is free before the changes are made.
     pub fn take_overlay(&mut self) -> BTreeMap<String, Asset> {
-        self.base_by_owner = OwnerIndex::default();
-        self.base_taken = OwnerIndex::default();
-        self.overlay_by_owner = OwnerIndex::default();
+        self.base_by_owner = HashIndex::default();
+        self.base_taken = HashIndex::default();
+        self.overlay_by_owner = HashIndex::default();
         std::mem::take(&mut self.overlay)
     }
 
@@ -698,6 +700,7 @@ impl<'a> Builder<'a> {
     fn pins_and_reassign_rules(&mut self, target: &mut Target) {
         for (account, rules) in &self.desired.reassign {
             for rule in rules {
+                let reason = format!("reassign rule {} of account {account}", rule.number);
                 for id in target.assets.owned_by(account, &rule.from) {
                     if self.desired.pins.contains_key(&id) {
                         continue;
@@ -717,10 +720,7 @@ impl<'a> Builder<'a> {
                         asset.tags.insert(key.clone(), value.clone());
                     }
                     target.assets.put(&id, asset);
-                    target.reasons.insert(
-                        (Kind::Asset, id.clone()),
-                        format!("reassign rule {} of account {account}", rule.number),
-                    );
+                    target.reasons.insert((Kind::Asset, id), reason.clone());
                 }
             }
         }
