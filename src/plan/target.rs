@@ -283,16 +283,15 @@ pub(crate) fn build<'s>(desired: &'s Desired, state: &'s State, now: Timestamp) 
 impl<'a> Builder<'a> {
     /// The steps that look at assets, once their index is made.
     fn finish<'s>(&mut self, mut target: Target<'s>) -> Target<'s> {
-        let builder = self;
-        builder.pins_and_reassign_rules(&mut target);
-        builder.merges(&mut target);
-        builder.moves(&mut target);
-        builder.orphans(&mut target);
-        builder.orphan_versions(&mut target);
-        builder.grants(&mut target);
-        builder.organization_removals(&mut target);
-        builder.account_removals(&mut target);
-        builder.connection_requests(&mut target);
+        self.pins_and_reassign_rules(&mut target);
+        self.merges(&mut target);
+        self.moves(&mut target);
+        self.orphans(&mut target);
+        self.orphan_versions(&mut target);
+        self.grants(&mut target);
+        self.organization_removals(&mut target);
+        self.account_removals(&mut target);
+        self.connection_requests(&mut target);
         target
             .pending
             .sort_by(|a, b| (a.kind, &a.object, &a.reason).cmp(&(b.kind, &b.object, &b.reason)));
@@ -1115,8 +1114,8 @@ impl<'a> Builder<'a> {
         let mut fixes: Vec<(String, Asset, String)> = Vec::new();
         // The account of each user, by hash: every version of every asset
         // is looked up (a third of a million at scale).
-        let mut account_of: HashMap<&str, &str, foldhash::fast::RandomState> =
-            HashMap::with_capacity_and_hasher(target.users.len(), Default::default());
+        let mut account_of: HashIndex<&str, &str> =
+            HashIndex::with_capacity_and_hasher(target.users.len(), Default::default());
         account_of.extend(
             target
                 .users
