@@ -382,9 +382,8 @@ fn apply_command(args: &ApplyArgs, config: &Config) -> Result<Outcome> {
             store.set_progress(Some(CommitBar::shared()));
             let state = store.load()?;
             let plan = reconcile::checked_plan(&desired, &state, &options)?;
-            // The specs are not needed past the plan: freed now, their
-            // memory serves the commit, whose sled writes raise the peak
-            // (0.3 GB of it for Workload L).
+            // The specs are not needed past the plan: freed before the
+            // commit (0.3 GB for Workload L).
             drop(desired);
             let done = reconcile::apply_checked(&plan, &state, store.as_ref(), &options)?;
             let text_options = render::text::TextOptions {

@@ -43,9 +43,9 @@ pub const SMALL_BYTES: usize = 16 << 20;
 /// Records per sled batch when a journal is replayed (and a dump restored).
 /// sled 0.34 holds on to what a batch of more than about a thousand records
 /// leaves behind until far later: replaying the 2M records of Workload L's
-/// reassign took 1.3 GB in batches of 2,000 and 2.8 GB in batches of 10,000,
-/// but 0.25 GB in batches of 1,000 or fewer, and 250 was also the fastest
-/// (9.4 s against 12.4 s for 2,000 and 11.3 s for 1,000).
+/// reassign took 1.3 GB in batches of 2,000 but 0.25 GB in batches of 1,000
+/// or fewer, and 250 was also the fastest (9.4 s against 12.4 s for 2,000
+/// and 11.3 s for 1,000; BENCHMARKS.md, session 7).
 pub const REPLAY_RECORDS: usize = 250;
 /// ... and at most this many bytes per batch.
 const REPLAY_BYTES: usize = 8 << 20;
