@@ -610,22 +610,27 @@ impl Store for SledStore {
     }
 }
 
+/// How long an open without `wait` retries sled's own `flock` while ours is
+/// held. sled closes its files on background threads after its `Db` is
+/// dropped, which on a loaded machine has been seen to take over 500 ms.
+const SLED_LOCK_GRACE: Duration = Duration::from_secs(10);
+
 /// Opens the sled database in `path` (our lock already held). sled's own
-/// `flock` can still be busy for a moment when this process has just dropped
-/// a store of the same folder, or if a process that does not use our lock
-/// file holds it; that is reported as in use too.
+/// `flock` can still be busy for a while when this process has just dropped
+/// a store of the same folder (its background threads close the files), or
+/// if a process that does not use our lock file holds it; after
+/// [`SLED_LOCK_GRACE`] that is reported as in use too.
 fn open_sled(path: &Path, wait: bool) -> Result<sled::Db, StoreError> {
     let config = sled::Config::new()
         .path(path)
         .cache_capacity(CACHE_CAPACITY)
         .mode(sled::Mode::LowSpace);
-    let mut attempts = 0;
+    let started = std::time::Instant::now();
     loop {
         match config.open() {
             Ok(db) => return Ok(db),
             Err(sled::Error::Io(error)) if is_sled_lock_error(&error) => {
-                attempts += 1;
-                if !wait && attempts >= 20 {
+                if !wait && started.elapsed() >= SLED_LOCK_GRACE {
                     return Err(StoreError::InUse {
                         path: path.to_path_buf(),
                     });
