@@ -164,6 +164,45 @@ pub(crate) fn build<'a>(
     builder.finish(taint)
 }
 
+/// What a build is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    /// The whole model, to plan with.
+    Model,
+    /// Only the diagnostics and the counts `deed validate` prints: the
+    /// checks are the same, but users and memberships (400k at scale,
+    /// whose bodies nothing checks) are counted, not stored, and
+    /// memberships get no origins. The model it gives is not to plan with.
+    Check,
+}
+
+/// How many objects of each kind the specs declare (each counted once).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SpecCounts {
+    pub accounts: usize,
+    pub users: usize,
+    pub groups: usize,
+    pub memberships: usize,
+    pub organizations: usize,
+    pub products: usize,
+    pub licenses: usize,
+}
+
+impl SpecCounts {
+    /// The counts of a whole model.
+    pub fn of(desired: &Desired) -> SpecCounts {
+        SpecCounts {
+            accounts: desired.accounts.len(),
+            users: desired.users.len(),
+            groups: desired.groups.len(),
+            memberships: desired.memberships.len(),
+            organizations: desired.organizations.len(),
+            products: desired.products.len(),
+            licenses: desired.licenses.len(),
+        }
+    }
+}
+
 /// [`build`] one fragment at a time, so that merging can start while later
 /// files are still being parsed: [`Builder::add`] merges the objects of a
 /// fragment, [`Builder::finish`] what needs every fragment (headers, owners,
@@ -185,27 +224,40 @@ pub(crate) struct Builder<'a> {
     rule_numbers: BTreeMap<&'a str, usize>,
     /// The path of the last fragment added, shared by its origins.
     path: Option<Arc<str>>,
+    purpose: Purpose,
+    /// Users and memberships accepted so far (stored or, for
+    /// [`Purpose::Check`], only counted).
+    users_declared: usize,
+    memberships_declared: usize,
 }
 
 impl<'a> Builder<'a> {
-    /// Makes room in the origin map for the whole tree once the first
-    /// `files_done` of `files_total` files are added, from their average
-    /// (growing a map of half a million origins step by step rehashes every
-    /// key several times).
+    /// Makes room in the origin and user maps for the whole tree once the
+    /// first `files_done` of `files_total` files are added, from their
+    /// average (growing a map of half a million origins step by step
+    /// rehashes every key several times).
     pub(crate) fn reserve_like_first_files(&mut self, files_done: usize, files_total: usize) {
         if files_done == 0 || files_total <= files_done {
             return;
         }
-        let so_far = self.desired.origins.len();
-        let expected = so_far.saturating_mul(files_total) / files_done;
-        let expected = expected.saturating_add(expected / 8);
-        self.desired
-            .origins
-            .reserve(expected.saturating_sub(so_far));
+        let expect = |so_far: usize| {
+            let expected = so_far.saturating_mul(files_total) / files_done;
+            expected.saturating_add(expected / 8).saturating_sub(so_far)
+        };
+        let origins = expect(self.desired.origins.len());
+        self.desired.origins.reserve(origins);
+        let users = expect(self.user_accounts.len());
+        self.user_accounts.reserve(users);
     }
 
-    /// A builder for about `objects` objects (a capacity hint).
+    /// A builder of the whole model for about `objects` objects (a
+    /// capacity hint).
     pub(crate) fn new(objects: usize) -> Builder<'a> {
+        Builder::for_purpose(objects, Purpose::Model)
+    }
+
+    /// [`Builder::new`] for `purpose`.
+    pub(crate) fn for_purpose(objects: usize, purpose: Purpose) -> Builder<'a> {
         let mut desired = Desired::default();
         desired.origins.reserve(objects);
         Builder {
@@ -219,7 +271,29 @@ impl<'a> Builder<'a> {
             user_accounts: UserAccounts::default(),
             rule_numbers: BTreeMap::new(),
             path: None,
+            purpose,
+            users_declared: 0,
+            memberships_declared: 0,
         }
+    }
+
+    /// The counts of the model [`Builder::finish`] gave (`desired`), with
+    /// the users and memberships counted as they were added.
+    pub(crate) fn counts(
+        desired: &Desired,
+        users_declared: usize,
+        memberships_declared: usize,
+    ) -> SpecCounts {
+        SpecCounts {
+            users: users_declared,
+            memberships: memberships_declared,
+            ..SpecCounts::of(desired)
+        }
+    }
+
+    /// The users and memberships accepted so far.
+    pub(crate) fn declared(&self) -> (usize, usize) {
+        (self.users_declared, self.memberships_declared)
     }
 
     /// Merges the objects of the next fragment; fragments must come in path
@@ -242,8 +316,12 @@ impl<'a> Builder<'a> {
             accepted_groups,
             user_accounts,
             rule_numbers,
+            purpose,
+            users_declared,
+            memberships_declared,
             ..
         } = self;
+        let store_bodies = *purpose == Purpose::Model;
         let account = fragment.account.as_str();
 
         for (email, spec) in fragment.users.iter().flat_map(|m| m.iter()) {
@@ -296,15 +374,18 @@ impl<'a> Builder<'a> {
                 }
             };
             user_accounts.insert(email, account);
-            desired.users.insert(
-                email.to_string(),
-                DesiredUser {
-                    account: account.to_string(),
-                    role,
-                    name: spec.as_ref().and_then(|spec| spec.name.clone()),
-                    move_rule,
-                },
-            );
+            *users_declared += 1;
+            if store_bodies {
+                desired.users.insert(
+                    email.to_string(),
+                    DesiredUser {
+                        account: account.to_string(),
+                        role,
+                        name: spec.as_ref().and_then(|spec| spec.name.clone()),
+                        move_rule,
+                    },
+                );
+            }
             desired.origins.insert((Kind::User, email.to_string()), at);
         }
 
@@ -335,7 +416,8 @@ impl<'a> Builder<'a> {
                 // Made now, while later files are still being parsed;
                 // `finish` checks that each member is a user of the account
                 // (if one is not, the build fails and the model is dropped).
-                for (email, role) in members.iter() {
+                *memberships_declared += members.len();
+                for (email, role) in members.iter().filter(|_| store_bodies) {
                     let email = email.as_str();
                     let at = origin_of(
                         fragment,
@@ -1011,25 +1093,36 @@ pub(crate) fn build_parsed(
     files: &[&ParsedFile],
     diagnostics: Vec<Diagnostic>,
 ) -> Result<Desired, Vec<Diagnostic>> {
+    build_parsed_for(files, diagnostics, Purpose::Model).map(|(desired, _)| desired)
+}
+
+/// [`build_parsed`] for `purpose`, with the counts of what was declared.
+pub(crate) fn build_parsed_for(
+    files: &[&ParsedFile],
+    diagnostics: Vec<Diagnostic>,
+    purpose: Purpose,
+) -> Result<(Desired, SpecCounts), Vec<Diagnostic>> {
     let mut fragments: Vec<&Fragment> = files
         .iter()
         .flat_map(|parsed| parsed.fragments.iter())
         .collect();
     fragments.sort_by(|a, b| (a.path.as_str(), a.document).cmp(&(b.path.as_str(), b.document)));
-    let mut builder = Builder::new(fragments.iter().map(|f| f.object_count()).sum());
+    let objects = fragments.iter().map(|f| f.object_count()).sum();
+    let mut builder = Builder::for_purpose(objects, purpose);
     for fragment in fragments {
         builder.add(fragment);
     }
     finish_parsed(builder, files, diagnostics)
 }
 
-/// The end of [`build_parsed`], once `builder` has merged the fragments of
-/// `files` in path and document order.
+/// The end of [`build_parsed_for`], once `builder` has merged the fragments
+/// of `files` in path and document order.
 pub(crate) fn finish_parsed(
     builder: Builder,
     files: &[&ParsedFile],
     mut diagnostics: Vec<Diagnostic>,
-) -> Result<Desired, Vec<Diagnostic>> {
+) -> Result<(Desired, SpecCounts), Vec<Diagnostic>> {
+    let (users_declared, memberships_declared) = builder.declared();
     // A file that could not be read may have held any account.
     let mut taint = Taint {
         unknown: !diagnostics.is_empty(),
@@ -1047,7 +1140,10 @@ pub(crate) fn finish_parsed(
         }
     }
     match builder.finish(&taint) {
-        Ok(desired) if diagnostics.is_empty() => Ok(desired),
+        Ok(desired) if diagnostics.is_empty() => {
+            let counts = Builder::counts(&desired, users_declared, memberships_declared);
+            Ok((desired, counts))
+        }
         Ok(_) => {
             sort_diagnostics(&mut diagnostics);
             Err(diagnostics)

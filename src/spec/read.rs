@@ -13,8 +13,9 @@ use std::sync::{Mutex, OnceLock};
 use crate::desired::Desired;
 use crate::diagnostic::Diagnostic;
 
+use super::build::{self, Purpose, SpecCounts};
 use super::parse::{self, ParsedFile};
-use super::{build, SourceFile};
+use super::SourceFile;
 
 /// Largest spec file read (16 MiB).
 pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
@@ -244,8 +245,12 @@ enum Slot {
 /// files, taking the next one as they finish one, while the calling thread
 /// merges the parsed files in path order (waiting for the next one when it
 /// is not parsed yet). One thread: every file read and parsed, then merged,
-/// on the calling thread.
-pub(crate) fn load(specs_dir: &Path, threads: Option<usize>) -> Result<Desired, Vec<Diagnostic>> {
+/// on the calling thread. The model is built for `purpose`.
+pub(crate) fn load(
+    specs_dir: &Path,
+    threads: Option<usize>,
+    purpose: Purpose,
+) -> Result<(Desired, SpecCounts), Vec<Diagnostic>> {
     let (found, mut diagnostics) = list_tree(specs_dir);
     let threads = threads.unwrap_or_else(|| parse::default_threads(found.len()));
     if threads <= 1 || found.len() <= 1 {
@@ -257,7 +262,7 @@ pub(crate) fn load(specs_dir: &Path, threads: Option<usize>) -> Result<Desired, 
             }
         }
         let parsed: Vec<&ParsedFile> = parsed.iter().collect();
-        return build::build_parsed(&parsed, diagnostics);
+        return build::build_parsed_for(&parsed, diagnostics, purpose);
     }
     let slots: Vec<OnceLock<Slot>> = found.iter().map(|_| OnceLock::new()).collect();
     let panic: Mutex<Option<Box<dyn Any + Send>>> = Mutex::new(None);
@@ -285,7 +290,7 @@ pub(crate) fn load(specs_dir: &Path, threads: Option<usize>) -> Result<Desired, 
         for _ in 0..threads.min(found.len()) {
             scope.spawn(work);
         }
-        let mut builder = build::Builder::new(0);
+        let mut builder = build::Builder::for_purpose(0, purpose);
         let mut files: Vec<&ParsedFile> = Vec::with_capacity(found.len());
         let sample = found.len().min(8);
         for (at, slot) in slots.iter().enumerate() {

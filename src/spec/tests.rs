@@ -783,3 +783,67 @@ fn a_parallel_load_gives_what_a_one_thread_load_gives() {
     let (files, read) = read_tree(broken.path());
     assert_eq!(one, load_files(&files, read).expect_err("broken"));
 }
+
+/// Copies the files directly in `from` into `to` (the corpus layout: one
+/// level, a case's files laid over the baseline's).
+fn copy_files(from: &std::path::Path, to: &std::path::Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn check_says_what_load_says_on_the_bundled_specs_and_every_corpus_tree() {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut trees = vec![root.join("specs"), root.join("tests/corpus/baseline")];
+    let corpus = root.join("tests/corpus");
+    let mut cases: Vec<_> = std::fs::read_dir(&corpus)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.is_dir() && !path.ends_with("baseline"))
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 40, "{} corpus cases", cases.len());
+    let laid = tempfile::tempdir().unwrap();
+    for (n, case) in cases.iter().enumerate() {
+        let tree = laid.path().join(n.to_string());
+        std::fs::create_dir(&tree).unwrap();
+        copy_files(&corpus.join("baseline"), &tree);
+        copy_files(case, &tree);
+        trees.push(tree);
+    }
+    let mut valid = 0;
+    let mut invalid = 0;
+    for tree in &trees {
+        for threads in [1, 2] {
+            let loaded = load_with_threads(tree, Some(threads));
+            let checked = check_with_threads(tree, Some(threads));
+            match (loaded, checked) {
+                (Ok(desired), Ok(counts)) => {
+                    assert_eq!(counts, SpecCounts::of(&desired), "{}", tree.display());
+                    valid += 1;
+                }
+                (Err(loaded), Err(checked)) => {
+                    assert_eq!(loaded, checked, "{}", tree.display());
+                    invalid += 1;
+                }
+                (loaded, checked) => panic!(
+                    "{}: load {:?}, check {:?}",
+                    tree.display(),
+                    loaded.map(|d| SpecCounts::of(&d)),
+                    checked
+                ),
+            }
+        }
+    }
+    // Both outcomes were compared, and the bundled specs declare memberships.
+    assert!(
+        valid >= 4 && invalid >= 80,
+        "{valid} valid, {invalid} invalid"
+    );
+    let bundled = super::check(&root.join("specs")).unwrap();
+    assert!(bundled.memberships > 0 && bundled.users > 0, "{bundled:?}");
+}

@@ -290,6 +290,17 @@ fn load(texts: Vec<String>) -> Result<(), TestCaseError> {
             prop_assert!(!shown.is_empty(), "an empty diagnostic");
         }
     }
+    // `deed validate`'s check, which does not keep the model, says exactly
+    // what the full load says.
+    let checked = guarded(|| deed::spec::check_files(&files, Vec::new()));
+    match (&result, &checked) {
+        (Some(Ok(desired)), Some(Ok(counts))) => {
+            prop_assert_eq!(*counts, deed::spec::SpecCounts::of(desired));
+        }
+        (Some(Err(loaded)), Some(Err(checked))) => prop_assert_eq!(loaded, checked),
+        (None, None) => {}
+        _ => prop_assert!(false, "load and check disagree: {result:?} / {checked:?}"),
+    }
     prop_assert!(
         started.elapsed() < Duration::from_secs(5),
         "loading took {:?}",
