@@ -1167,8 +1167,13 @@ impl<'a> Builder<'a> {
                 ),
             ));
         };
+        // The state's assets the overlay does not replace: both maps are
+        // sorted by id, so the overlay is walked in step rather than looked
+        // up a million times.
+        let mut replaced = target.assets.overlay.keys().peekable();
         for (id, asset) in target.assets.base {
-            if !target.assets.overlay.contains_key(id) {
+            while replaced.next_if(|replaced| *replaced < id).is_some() {}
+            if replaced.next_if(|replaced| *replaced == id).is_none() {
                 look(id, asset);
             }
         }
