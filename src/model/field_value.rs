@@ -19,6 +19,8 @@ use serde_json::Number;
 
 use super::SortedMap;
 
+mod direct;
+
 /// A JSON value whose objects are [`SortedMap`]s.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum FieldValue {
@@ -33,11 +35,16 @@ pub enum FieldValue {
 
 impl FieldValue {
     /// The value of anything serializable (`null` if it does not serialize,
-    /// which the plain data of the model always does).
+    /// which the plain data of the model always does): exactly what
+    /// `serde_json::to_value` gives, converted. Built straight from the
+    /// value where [`direct`] can, through `serde_json::Value` otherwise.
     pub fn of<T: Serialize + ?Sized>(value: &T) -> FieldValue {
-        serde_json::to_value(value)
-            .map(FieldValue::from)
-            .unwrap_or_default()
+        match value.serialize(direct::Direct) {
+            Ok(value) => value,
+            Err(direct::Unsupported) => serde_json::to_value(value)
+                .map(FieldValue::from)
+                .unwrap_or_default(),
+        }
     }
 
     pub fn as_str(&self) -> Option<&str> {
@@ -313,6 +320,76 @@ mod tests {
             prop_assert_eq!(Value::from(field.clone()), value.clone());
             prop_assert_eq!(FieldValue::of(&value), field);
         }
+    }
+
+    /// What `of` built before it built values directly.
+    fn through_json<T: Serialize + ?Sized>(value: &T) -> FieldValue {
+        serde_json::to_value(value)
+            .map(FieldValue::from)
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn of_gives_what_serde_json_gives_for_every_object_of_every_kind() {
+        let state = crate::store::sled_store::tests::sample_state();
+        let mut compared = 0;
+        macro_rules! compare {
+            ($($map:ident),*) => {$(
+                for object in state.$map.values() {
+                    let direct = FieldValue::of(object);
+                    assert_eq!(direct, through_json(object));
+                    assert!(matches!(direct, FieldValue::Object(_)));
+                    compared += 1;
+                }
+            )*};
+        }
+        compare!(
+            accounts,
+            users,
+            groups,
+            memberships,
+            organizations,
+            products,
+            licenses,
+            assets,
+            grants,
+            invoices
+        );
+        assert!(compared >= 10, "{compared}");
+    }
+
+    #[test]
+    fn of_falls_back_to_serde_json_for_what_it_does_not_build() {
+        use std::collections::BTreeMap;
+        #[derive(serde::Serialize)]
+        enum Shape {
+            Circle(f64),
+            Square { side: u32 },
+            Pair(u8, u8),
+            Plain,
+        }
+        let floats = vec![1.5f64, f64::NAN, -0.0];
+        let numbered: BTreeMap<u32, &str> = [(2, "b"), (10, "a")].into();
+        let flags: BTreeMap<bool, u8> = [(true, 1)].into();
+        let keyed: BTreeMap<char, i8> = [('x', -1), ('a', 2)].into();
+        let shapes = vec![
+            Shape::Circle(2.0),
+            Shape::Square { side: 3 },
+            Shape::Pair(1, 2),
+            Shape::Plain,
+        ];
+        assert_eq!(FieldValue::of(&floats), through_json(&floats));
+        assert_eq!(FieldValue::of(&numbered), through_json(&numbered));
+        assert_eq!(FieldValue::of(&flags), through_json(&flags));
+        assert_eq!(FieldValue::of(&keyed), through_json(&keyed));
+        assert_eq!(FieldValue::of(&shapes), through_json(&shapes));
+        assert_eq!(FieldValue::of(&u128::MAX), through_json(&u128::MAX));
+        assert_eq!(
+            FieldValue::of(&(1u8, "two", None::<u8>)),
+            through_json(&(1u8, "two", None::<u8>))
+        );
+        assert_eq!(FieldValue::of(&[0u8; 3][..]), through_json(&[0u8; 3][..]));
+        assert_eq!(FieldValue::of("text"), FieldValue::String("text".into()));
     }
 
     #[test]
