@@ -267,28 +267,34 @@ pub(crate) fn load(
     let slots: Vec<OnceLock<Slot>> = found.iter().map(|_| OnceLock::new()).collect();
     let panic: Mutex<Option<Box<dyn Any + Send>>> = Mutex::new(None);
     let next = AtomicUsize::new(0);
-    let result = std::thread::scope(|scope| {
-        let work = || loop {
-            let at = next.fetch_add(1, Ordering::Relaxed);
-            let (Some(relative), Some(slot)) = (found.get(at), slots.get(at)) else {
-                return;
-            };
-            let read = catch_unwind(AssertUnwindSafe(|| {
-                read_file(specs_dir, relative).map(|file| parse::parse(&file))
-            }));
-            let _ = slot.set(match read {
-                Ok(Ok(parsed)) => Slot::Parsed(parsed),
-                Ok(Err(diagnostic)) => Slot::Unread(diagnostic),
-                Err(payload) => {
-                    if let Ok(mut first) = panic.lock() {
-                        first.get_or_insert(payload);
-                    }
-                    Slot::Panicked
-                }
-            });
+    // Reads and parses the next file nobody has taken; false when none is left.
+    let parse_next = || {
+        let at = next.fetch_add(1, Ordering::Relaxed);
+        let (Some(relative), Some(slot)) = (found.get(at), slots.get(at)) else {
+            return false;
         };
-        for _ in 0..threads.min(found.len()) {
-            scope.spawn(work);
+        let read = catch_unwind(AssertUnwindSafe(|| {
+            read_file(specs_dir, relative).map(|file| parse::parse(&file))
+        }));
+        let _ = slot.set(match read {
+            Ok(Ok(parsed)) => Slot::Parsed(parsed),
+            Ok(Err(diagnostic)) => Slot::Unread(diagnostic),
+            Err(payload) => {
+                if let Ok(mut first) = panic.lock() {
+                    first.get_or_insert(payload);
+                }
+                Slot::Panicked
+            }
+        });
+        true
+    };
+    let result = std::thread::scope(|scope| {
+        // One thread fewer than asked: the calling thread parses too
+        // whenever the next file to merge is not parsed yet, instead of
+        // waiting (merging is a fifth of the work; a thread more than
+        // there are cores only switches).
+        for _ in 1..threads.min(found.len()) {
+            scope.spawn(|| while parse_next() {});
         }
         let mut builder = build::Builder::for_purpose(0, purpose);
         let mut files: Vec<&ParsedFile> = Vec::with_capacity(found.len());
@@ -297,7 +303,15 @@ pub(crate) fn load(
             if at == sample {
                 builder.reserve_like_first_files(sample, found.len());
             }
-            match slot.wait() {
+            let slot = loop {
+                if let Some(slot) = slot.get() {
+                    break slot;
+                }
+                if !parse_next() {
+                    break slot.wait();
+                }
+            };
+            match slot {
                 Slot::Parsed(parsed) => {
                     for fragment in &parsed.fragments {
                         builder.add(fragment);
