@@ -102,15 +102,19 @@ pub fn check(specs_dir: &Path) -> Result<SpecCounts, Vec<Diagnostic>> {
     check_with_threads(specs_dir, None)
 }
 
+/// From this many users, groups and licenses on, [`check`] frees what it
+/// built on a thread of its own.
+const FREE_ON_A_THREAD: usize = 1_000;
+
 /// [`check`] with `threads` threads, as in [`load_with_threads`].
 pub fn check_with_threads(
     specs_dir: &Path,
     threads: Option<usize>,
 ) -> Result<SpecCounts, Vec<Diagnostic>> {
     let (model, counts) = read::load(specs_dir, threads, build::Purpose::Check)?;
-    // The partial model is of no use: a large one is freed on a thread of
-    // its own (the command line exits before that thread is done).
-    if counts.users > 10_000 {
+    // The partial model is of no use: unless it is tiny, it is freed on a
+    // thread of its own (the command line exits before that thread is done).
+    if counts.users + counts.groups + counts.licenses > FREE_ON_A_THREAD {
         std::thread::spawn(move || drop(model));
     }
     Ok(counts)
