@@ -24,6 +24,8 @@
 # Benchmarks are not timed tests: CI runs `benches/scale.sh XS` only to keep
 # this script working; the targets are checked by reading the table.
 set -euo pipefail
+# $EPOCHREALTIME, awk and sort read numbers with a decimal point.
+export LC_ALL=C
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=${BENCH_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/bench}
@@ -56,8 +58,9 @@ measure() {
   # `deed SPECS STATE ARGS...` is the deed binary on folders of $DIR.
   [ "$1" = deed ] && set -- "$DEED" --specs "$DIR/$2" --state "$DIR/$3" "${@:4}"
   local t0 t1
-  t0=$(date +%s%N)
-  if [ -n "$TIME" ]; then
+  # bash's own clock: no process started around the command timed.
+  t0=$EPOCHREALTIME
+  if [ -n "$TIME" ] && [ -z "${UNWRAPPED:-}" ]; then
     if ! "$TIME" -f %M -o "$DIR/$name.rss" "$@" >"$DIR/$name.out" 2>"$DIR/$name.err"; then
       echo "FAILED: $name: $*" >&2; tail -20 "$DIR/$name.err" >&2; exit 1
     fi
@@ -68,8 +71,8 @@ measure() {
     fi
     RSS_MB=n/a
   fi
-  t1=$(date +%s%N)
-  SECS=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
+  t1=$EPOCHREALTIME
+  SECS=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
   printf '  %-22s %9s s %7s MB\n' "$name" "$SECS" "$RSS_MB" >&2
   printf '%s\t%s\t%s\n' "$name" "$SECS" "$RSS_MB" >>"$DIR/times.tsv"
 }
@@ -100,11 +103,14 @@ run_scale() {
   # validate, the plan without changes and their floors take seconds or
   # less: each pair is run $REPEAT times, alternately, and the medians are
   # compared (one run of a 50 ms command is mostly noise).
+  # The timed runs are not wrapped in GNU time (its own fork and exec
+  # cost milliseconds); one more run of each, untimed, gives the peak RSS.
   local parses=() validates=() scans=() plans=()
   for _ in $(seq "$REPEAT"); do
-    measure parse-floor "$FLOORS" parse "$DIR/specs"; parses+=("$SECS")
-    measure validate deed specs state validate; validates+=("$SECS")
+    UNWRAPPED=1 measure parse-floor "$FLOORS" parse "$DIR/specs"; parses+=("$SECS")
+    UNWRAPPED=1 measure validate deed specs state validate; validates+=("$SECS")
   done
+  measure validate-rss deed specs state validate
   local t_parse t_validate t_scan t_plan
   t_parse=$(median "${parses[@]}"); t_validate=$(median "${validates[@]}")
   cp -r "$DIR/state" "$DIR/floor-scan"
@@ -112,9 +118,10 @@ run_scale() {
   # now, not while the next command is timed.
   sync
   for _ in $(seq "$REPEAT"); do
-    measure scan-floor "$FLOORS" scan "$DIR/floor-scan"; scans+=("$SECS")
-    measure plan-unchanged deed specs state plan; plans+=("$SECS")
+    UNWRAPPED=1 measure scan-floor "$FLOORS" scan "$DIR/floor-scan"; scans+=("$SECS")
+    UNWRAPPED=1 measure plan-unchanged deed specs state plan; plans+=("$SECS")
   done
+  measure plan-unchanged-rss deed specs state plan
   t_scan=$(median "${scans[@]}"); t_plan=$(median "${plans[@]}")
   rm -rf "$DIR/floor-scan"
   grep -q "No changes" "$DIR/plan-unchanged.out" || { echo "plan after apply is not empty" >&2; exit 1; }
