@@ -1,7 +1,8 @@
 //! The only I/O of spec loading: finds the spec files under the specs
 //! directory and reads them, refusing files that are too large or not UTF-8;
-//! and [`load`], which reads and parses them on several threads while the
-//! calling thread merges them, in path order.
+//! and [`load`], which reads and parses them on several threads (one per
+//! core, the calling one included) while the calling thread merges them,
+//! in path order.
 use std::any::Any;
 use std::fs;
 use std::io::Read;
@@ -241,11 +242,12 @@ enum Slot {
     Panicked,
 }
 
-/// [`crate::spec::load_with_threads`]: `threads` threads read and parse the
-/// files, taking the next one as they finish one, while the calling thread
-/// merges the parsed files in path order (waiting for the next one when it
-/// is not parsed yet). One thread: every file read and parsed, then merged,
-/// on the calling thread. The model is built for `purpose`.
+/// [`crate::spec::load_with_threads`]: `threads` threads, the calling one
+/// included, read and parse the files, each taking the next one as it
+/// finishes one; the calling thread also merges the parsed files in path
+/// order, and parses the next untaken file whenever the one to merge is
+/// not parsed yet. One thread: every file read and parsed, then merged, on
+/// the calling thread. The model is built for `purpose`.
 pub(crate) fn load(
     specs_dir: &Path,
     threads: Option<usize>,

@@ -297,6 +297,15 @@ impl ser::SerializeStruct for Entries {
     }
 }
 
+/// Methods of a key serializer that refuse a scalar of the given type.
+macro_rules! unsupported_scalars {
+    ($($method:ident($type:ty)),* $(,)?) => {$(
+        fn $method(self, _value: $type) -> Result<String, Unsupported> {
+            Err(Unsupported)
+        }
+    )*};
+}
+
 /// A map key: only text (strings, characters, unit variants, text through
 /// `Display`, newtypes of those) is built directly.
 struct KeyText;
@@ -341,52 +350,19 @@ impl Serializer for KeyText {
         Ok(value.to_string())
     }
 
-    fn serialize_bool(self, _value: bool) -> Result<String, Unsupported> {
-        Err(Unsupported)
-    }
-
-    fn serialize_i8(self, _value: i8) -> Result<String, Unsupported> {
-        Err(Unsupported)
-    }
-
-    fn serialize_i16(self, _value: i16) -> Result<String, Unsupported> {
-        Err(Unsupported)
-    }
-
-    fn serialize_i32(self, _value: i32) -> Result<String, Unsupported> {
-        Err(Unsupported)
-    }
-
-    fn serialize_i64(self, _value: i64) -> Result<String, Unsupported> {
-        Err(Unsupported)
-    }
-
-    fn serialize_u8(self, _value: u8) -> Result<String, Unsupported> {
-        Err(Unsupported)
-    }
-
-    fn serialize_u16(self, _value: u16) -> Result<String, Unsupported> {
-        Err(Unsupported)
-    }
-
-    fn serialize_u32(self, _value: u32) -> Result<String, Unsupported> {
-        Err(Unsupported)
-    }
-
-    fn serialize_u64(self, _value: u64) -> Result<String, Unsupported> {
-        Err(Unsupported)
-    }
-
-    fn serialize_f32(self, _value: f32) -> Result<String, Unsupported> {
-        Err(Unsupported)
-    }
-
-    fn serialize_f64(self, _value: f64) -> Result<String, Unsupported> {
-        Err(Unsupported)
-    }
-
-    fn serialize_bytes(self, _value: &[u8]) -> Result<String, Unsupported> {
-        Err(Unsupported)
+    unsupported_scalars! {
+        serialize_bool(bool),
+        serialize_i8(i8),
+        serialize_i16(i16),
+        serialize_i32(i32),
+        serialize_i64(i64),
+        serialize_u8(u8),
+        serialize_u16(u16),
+        serialize_u32(u32),
+        serialize_u64(u64),
+        serialize_f32(f32),
+        serialize_f64(f64),
+        serialize_bytes(&[u8]),
     }
 
     fn serialize_none(self) -> Result<String, Unsupported> {
