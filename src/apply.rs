@@ -243,11 +243,11 @@ impl<'o> Iterator for ObjectGroups<'o> {
 fn next_fields(change: &Change, current: Option<Fields>) -> Option<Fields> {
     match change.action {
         Action::Remove => None,
-        Action::Create => change.after.clone(),
+        Action::Create => change.after_fields(),
         Action::Update | Action::Transfer => {
             let mut fields = current.unwrap_or_default();
-            for (name, value) in change.after.iter().flatten() {
-                fields.insert(name.clone(), value.clone());
+            for (name, value) in change.after_fields().into_iter().flatten() {
+                fields.insert(name, value);
             }
             Some(fields)
         }
@@ -371,9 +371,9 @@ fn matches(current: &Fields, wanted: &Fields) -> bool {
 }
 
 fn decide(change: &Change, current: Option<&Fields>) -> Decision {
-    let empty = Fields::new();
-    let before = change.before.as_ref().unwrap_or(&empty);
-    let after = change.after.as_ref().unwrap_or(&empty);
+    let before = change.before_fields().unwrap_or_default();
+    let after = change.after_fields().unwrap_or_default();
+    let (before, after) = (&before, &after);
     match (change.action, current) {
         (Action::Create, None) => Decision::Apply,
         (Action::Create, Some(fields)) if matches(fields, after) => Decision::Skip,
@@ -408,7 +408,8 @@ fn text<'a>(fields: Option<&'a Fields>, name: &str) -> Option<&'a str> {
 /// account whose ownership passes in the same plan).
 struct AccountsAfter<'a> {
     state: &'a State,
-    changed: HashMap<&'a str, &'a Fields>,
+    /// The fields changed of accounts, unpacked (a plan changes few).
+    changed: HashMap<&'a str, Fields>,
 }
 
 impl<'a> AccountsAfter<'a> {
@@ -417,7 +418,7 @@ impl<'a> AccountsAfter<'a> {
     fn of(state: &'a State, applied: impl Iterator<Item = &'a Change>) -> AccountsAfter<'a> {
         let changed = applied
             .filter(|c| c.kind == Kind::Account && c.action != Action::Remove)
-            .filter_map(|c| Some((c.object.as_str(), c.after.as_ref()?)))
+            .filter_map(|c| Some((c.object.as_str(), c.after_fields()?)))
             .collect();
         AccountsAfter { state, changed }
     }
@@ -454,8 +455,8 @@ fn notifications_for(
     accounts: &AccountsAfter,
     now: Timestamp,
 ) -> Vec<Notification> {
-    let before = change.before.as_ref();
-    let after = change.after.as_ref();
+    let (before, after) = (change.before_fields(), change.after_fields());
+    let (before, after) = (before.as_ref(), after.as_ref());
     let mut recipients: Vec<(String, String, String)> = Vec::new(); // (to, event, message)
     let user = change.object.as_str();
     match (change.kind, change.action) {

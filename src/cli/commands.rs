@@ -178,8 +178,8 @@ fn state_after(plan: &Plan, state: &State) -> State {
                 let mut fields: Fields = after
                     .fields(change.kind, &change.object)
                     .unwrap_or_default();
-                for (name, value) in change.after.iter().flatten() {
-                    fields.insert(name.clone(), value.clone());
+                for (name, value) in change.after_fields().into_iter().flatten() {
+                    fields.insert(name, value);
                 }
                 Some(fields)
             }
@@ -206,8 +206,7 @@ fn changed_accounts(plan: &Plan) -> Vec<String> {
             let from = change
                 .before
                 .as_ref()
-                .and_then(|f| f.get("account"))
-                .and_then(|v| v.as_str())
+                .and_then(|f| f.text("account"))
                 .map(str::to_string);
             std::iter::once(change.account.clone()).chain(from)
         })
@@ -258,7 +257,8 @@ fn plan_command(args: &PlanArgs, config: &Config) -> Result<Outcome> {
     };
     if let Some(out) = &args.out {
         if refusal.is_none() {
-            std::fs::write(out, render::json::render_json(&plan))
+            std::fs::File::create(out)
+                .and_then(|file| render::json::write_json(&plan, file))
                 .with_context(|| format!("cannot write the plan to {}", out.display()))?;
         }
     }
@@ -276,7 +276,7 @@ fn plan_command(args: &PlanArgs, config: &Config) -> Result<Outcome> {
     };
     let mut stdout = std::io::stdout().lock();
     match args.format {
-        PlanFormat::Json => stdout.write_all(render::json::render_json(&plan).as_bytes())?,
+        PlanFormat::Json => render::json::write_json(&plan, &mut stdout)?,
         PlanFormat::Markdown => stdout.write_all(
             render::markdown::render_markdown(&plan, diff.as_deref(), refusal.as_deref())
                 .as_bytes(),

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::packed::PackedFields;
 use crate::model::{FieldValue, Fields, Kind};
 
 /// The version of the JSON plan format; `apply` refuses any other.
@@ -53,10 +54,11 @@ pub struct Change {
     pub object: String,
     pub account: String,
     /// The fields that change, as they are now; `null` for a create (the
-    /// object does not exist yet).
-    pub before: Option<Fields>,
+    /// object does not exist yet). Packed: see [`Change::before_fields`].
+    pub before: Option<PackedFields>,
     /// The fields that change, as they will be; `null` for a remove.
-    pub after: Option<Fields>,
+    /// Packed: see [`Change::after_fields`].
+    pub after: Option<PackedFields>,
     pub reason: String,
 }
 
@@ -71,18 +73,36 @@ impl Change {
         after: Option<Fields>,
         reason: impl Into<String>,
     ) -> Change {
-        let mut change = Change {
-            id: String::new(),
+        let object = object.into();
+        let account = account.into();
+        let id = content_id(
             action,
             kind,
-            object: object.into(),
-            account: account.into(),
-            before,
-            after,
+            &object,
+            &account,
+            before.as_ref(),
+            after.as_ref(),
+        );
+        Change {
+            id,
+            action,
+            kind,
+            object,
+            account,
+            before: before.as_ref().map(PackedFields::pack),
+            after: after.as_ref().map(PackedFields::pack),
             reason: reason.into(),
-        };
-        change.id = change.content_id();
-        change
+        }
+    }
+
+    /// The fields that change, as they are now (`None` for a create).
+    pub fn before_fields(&self) -> Option<Fields> {
+        self.before.as_ref().map(PackedFields::unpack)
+    }
+
+    /// The fields that change, as they will be (`None` for a remove).
+    pub fn after_fields(&self) -> Option<Fields> {
+        self.after.as_ref().map(PackedFields::unpack)
     }
 
     /// `c-` and 16 hex digits: a hash of what the change does (action,
@@ -90,15 +110,34 @@ impl Change {
     /// themselves — no serialization — so that planning a million changes
     /// stays cheap. The same change always gets the same id.
     pub fn content_id(&self) -> String {
-        let mut hasher = StableHasher::new();
-        hasher.text(self.action.as_str());
-        hasher.text(self.kind.as_str());
-        hasher.text(&self.object);
-        hasher.text(&self.account);
-        hasher.fields(self.before.as_ref());
-        hasher.fields(self.after.as_ref());
-        format!("c-{:016x}", hasher.finish())
+        content_id(
+            self.action,
+            self.kind,
+            &self.object,
+            &self.account,
+            self.before_fields().as_ref(),
+            self.after_fields().as_ref(),
+        )
     }
+}
+
+/// See [`Change::content_id`].
+fn content_id(
+    action: Action,
+    kind: Kind,
+    object: &str,
+    account: &str,
+    before: Option<&Fields>,
+    after: Option<&Fields>,
+) -> String {
+    let mut hasher = StableHasher::new();
+    hasher.text(action.as_str());
+    hasher.text(kind.as_str());
+    hasher.text(object);
+    hasher.text(account);
+    hasher.fields(before);
+    hasher.fields(after);
+    format!("c-{:016x}", hasher.finish())
 }
 
 /// FNV-1a (64 bits) over a length-prefixed, type-tagged walk of the values:

@@ -101,16 +101,14 @@ pub fn authorize(plan: &Plan, state: &State, actor: &str) -> Vec<String> {
             change
                 .before
                 .as_ref()
-                .and_then(|f| f.get(name))
-                .and_then(|v| v.as_str())
+                .and_then(|f| f.text(name))
                 .map(str::to_string)
         };
         let after_text = |name: &str| {
             change
                 .after
                 .as_ref()
-                .and_then(|f| f.get(name))
-                .and_then(|v| v.as_str())
+                .and_then(|f| f.text(name))
                 .map(str::to_string)
         };
         match (change.kind, change.action) {
@@ -172,11 +170,10 @@ pub fn authorize(plan: &Plan, state: &State, actor: &str) -> Vec<String> {
 
 /// The accounts on both sides of a product or organization transfer.
 fn container_accounts(change: &Change, state: &State) -> Vec<String> {
-    let text = |fields: &Option<crate::model::Fields>, name: &str| {
+    let text = |fields: &Option<super::PackedFields>, name: &str| {
         fields
             .as_ref()
-            .and_then(|f| f.get(name))
-            .and_then(|v| v.as_str())
+            .and_then(|f| f.text(name))
             .map(str::to_string)
     };
     let mut accounts = Vec::new();

@@ -8,9 +8,11 @@
 mod changes;
 mod diff;
 mod guard;
+mod packed;
 pub mod partial;
 mod target;
 
 pub use changes::{Action, Change, Pending, Plan, Summary, FORMAT_VERSION};
 pub use diff::{plan, PlanConfig};
 pub use guard::{authorize, RemovalCount};
+pub use packed::PackedFields;

@@ -181,14 +181,13 @@ fn with_reason(detail: String, reason: &str) -> String {
 
 /// A short description of what a change does, without its reason.
 pub(crate) fn describe(change: &Change) -> String {
-    let empty = Fields::new();
-    let before = change.before.as_ref().unwrap_or(&empty);
-    let after = change.after.as_ref().unwrap_or(&empty);
+    let before = change.before_fields().unwrap_or_default();
+    let after = change.after_fields().unwrap_or_default();
     match change.action {
-        Action::Create => describe_create(change.kind, after),
+        Action::Create => describe_create(change.kind, &after),
         Action::Remove => String::new(),
         Action::Update | Action::Transfer => {
-            describe_update(change.kind, change.action, before, after)
+            describe_update(change.kind, change.action, &before, &after)
         }
     }
 }
@@ -408,13 +407,13 @@ impl<'a> MoveIndex<'a> {
         if !any_move {
             return index;
         }
-        let folder_names: HashMap<&str, &str> = plan
+        let folder_names: HashMap<&str, String> = plan
             .changes
             .iter()
             .filter(|c| c.kind == Kind::Asset && c.action == Action::Create)
             .filter_map(|c| {
-                let name = c.after.as_ref()?.get("tags")?.get("name")?.as_str()?;
-                Some((c.object.as_str(), name))
+                let tags = c.after.as_ref()?.get("tags")?;
+                Some((c.object.as_str(), tags.get("name")?.as_str()?.to_string()))
             })
             .collect();
         for change in &plan.changes {
@@ -429,13 +428,9 @@ impl<'a> MoveIndex<'a> {
                                 .or_default()
                                 .entry(kind.clone())
                                 .or_default() += 1;
-                            let folder = change
-                                .after
-                                .as_ref()
-                                .and_then(|f| f.get("folder"))
-                                .and_then(Value::as_str);
+                            let folder = change.after.as_ref().and_then(|f| f.text("folder"));
                             if let Some(folder) = folder {
-                                let name = folder_names.get(folder).copied().unwrap_or(folder);
+                                let name = folder_names.get(folder).map_or(folder, String::as_str);
                                 index
                                     .folders
                                     .entry(email)
@@ -447,14 +442,9 @@ impl<'a> MoveIndex<'a> {
                     let old = change
                         .before
                         .as_ref()
-                        .and_then(|f| f.get("owner"))
-                        .and_then(Value::as_str)
+                        .and_then(|f| f.text("owner"))
                         .and_then(|owner| owner.strip_prefix("user:"));
-                    let new = change
-                        .after
-                        .as_ref()
-                        .and_then(|f| f.get("owner"))
-                        .and_then(Value::as_str);
+                    let new = change.after.as_ref().and_then(|f| f.text("owner"));
                     if let (Some(old), Some(new)) = (old, new) {
                         if new != format!("user:{old}") {
                             let new = new.strip_prefix("user:").unwrap_or(new).to_string();
@@ -462,9 +452,10 @@ impl<'a> MoveIndex<'a> {
                                 .before
                                 .as_ref()
                                 .and_then(|f| f.get("versions"))
-                                .and_then(Value::as_array)
                                 .is_some_and(|versions| {
-                                    versions.iter().any(|v| v.as_str() != Some(old))
+                                    versions.as_array().is_some_and(|versions| {
+                                        versions.iter().any(|v| v.as_str() != Some(old))
+                                    })
                                 });
                             let what = match kind.as_str() {
                                 "proof" if others => "proof with versions of others".to_string(),
@@ -545,8 +536,8 @@ impl<'a> MoveIndex<'a> {
 
 /// `(from, to)` of a change that changes an object's account.
 fn moving(change: &Change) -> Option<(&str, &str)> {
-    let from = change.before.as_ref()?.get("account")?.as_str()?;
-    let to = change.after.as_ref()?.get("account")?.as_str()?;
+    let from = change.before.as_ref()?.text("account")?;
+    let to = change.after.as_ref()?.text("account")?;
     (from != to).then_some((from, to))
 }
 

@@ -1,6 +1,8 @@
 //! The JSON plan (contract 3.1): what `plan --format json` prints and
 //! `plan --out` writes. The serde derives of [`Plan`] define the format.
 
+use std::io::Write;
+
 use crate::plan::Plan;
 
 /// Renders `plan` as pretty JSON with a trailing newline.
@@ -10,6 +12,16 @@ pub fn render_json(plan: &Plan) -> String {
     let mut text = serde_json::to_string_pretty(plan).expect("a plan always serializes to JSON");
     text.push('\n');
     text
+}
+
+/// Writes what [`render_json`] gives to `out` as it goes, without holding
+/// the whole text (half a gigabyte for a plan of a million transfers).
+/// Only the writer can fail.
+pub fn write_json(plan: &Plan, out: impl std::io::Write) -> std::io::Result<()> {
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
+    serde_json::to_writer_pretty(&mut out, plan).map_err(std::io::Error::from)?;
+    out.write_all(b"\n")?;
+    out.flush()
 }
 
 #[cfg(test)]
@@ -57,6 +69,9 @@ mod tests {
         );
         let text = render_json(&plan);
         assert!(text.ends_with("}\n"));
+        let mut written = Vec::new();
+        write_json(&plan, &mut written).unwrap();
+        assert_eq!(written, text.as_bytes());
         let value: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(value["format_version"], 1);
         assert_eq!(

@@ -13,6 +13,6 @@ pub mod text;
 mod describe;
 
 pub use diff::render_diff;
-pub use json::render_json;
+pub use json::{render_json, write_json};
 pub use markdown::render_markdown;
 pub use text::{render_text, TextOptions};
