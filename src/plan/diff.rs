@@ -3,11 +3,12 @@
 
 use std::collections::BTreeMap;
 
+use super::packed::PackedAsset;
 use super::target::{self, Reasons, Target};
 use super::{Action, Change, Plan};
 use crate::desired::Desired;
 use crate::diagnostic::Diagnostic;
-use crate::model::{to_fields, Asset, Fields, Kind, ObjectFields, State, Timestamp};
+use crate::model::{to_fields, Fields, Kind, ObjectFields, State, Timestamp};
 
 /// What planning needs besides the specs and the state.
 #[derive(Clone, Debug)]
@@ -132,9 +133,12 @@ impl Differ<'_, '_> {
     /// Both maps are sorted by id: the state's assets are walked in step
     /// (when a rule moves a million of them, a lookup each costs more),
     /// up to the last id of the overlay.
-    fn assets(&mut self, overlay: BTreeMap<String, Asset>) {
+    fn assets(&mut self, overlay: BTreeMap<String, PackedAsset>) {
         let mut stored = self.state.assets.iter().peekable();
-        for (id, asset) in overlay {
+        for (id, packed) in overlay {
+            let Some(asset) = packed.unpack() else {
+                continue;
+            };
             let account = Some(asset.account.clone());
             while stored.next_if(|(stored_id, _)| **stored_id < id).is_some() {}
             let existing = stored
