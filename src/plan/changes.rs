@@ -1,6 +1,8 @@
 //! The plan's data: changes, pending items, the summary. This is the JSON
 //! plan of contract 3.1 (and the file `plan --out` writes).
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -59,7 +61,8 @@ pub struct Change {
     /// The fields that change, as they will be; `null` for a remove.
     /// Packed: see [`Change::after_fields`].
     pub after: Option<PackedFields>,
-    pub reason: String,
+    /// Shared: the changes one rule makes have the same reason.
+    pub reason: Arc<str>,
 }
 
 impl Change {
@@ -71,7 +74,7 @@ impl Change {
         account: impl Into<String>,
         before: Option<Fields>,
         after: Option<Fields>,
-        reason: impl Into<String>,
+        reason: impl Into<Arc<str>>,
     ) -> Change {
         let object = object.into();
         let account = account.into();

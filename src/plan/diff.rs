@@ -2,9 +2,9 @@
 //! kind by kind, into [`Change`]s in the order they are applied.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use super::packed::PackedAsset;
-use super::target::{self, Reasons, Target};
+use super::target::{self, ChangedAsset, Reasons, Target};
 use super::{Action, Change, Plan};
 use crate::desired::Desired;
 use crate::diagnostic::Diagnostic;
@@ -133,22 +133,26 @@ impl Differ<'_, '_> {
     /// Both maps are sorted by id: the state's assets are walked in step
     /// (when a rule moves a million of them, a lookup each costs more),
     /// up to the last id of the overlay.
-    fn assets(&mut self, overlay: BTreeMap<String, PackedAsset>) {
+    fn assets(&mut self, overlay: BTreeMap<String, ChangedAsset>) {
         let mut stored = self.state.assets.iter().peekable();
-        for (id, packed) in overlay {
-            let Some(asset) = packed.unpack() else {
+        for (id, changed) in overlay {
+            let Some(asset) = changed.asset.unpack() else {
                 continue;
             };
             let account = Some(asset.account.clone());
+            let reason = changed.reason;
             while stored.next_if(|(stored_id, _)| **stored_id < id).is_some() {}
             let existing = stored
                 .next_if(|(stored_id, _)| **stored_id == id)
                 .map(|(_, existing)| existing);
             match existing {
-                None => self.push_in(Kind::Asset, &id, account, None, Some(to_fields(&asset))),
+                None => {
+                    let after = Some(to_fields(&asset));
+                    self.push_in(Kind::Asset, &id, account, reason, None, after)
+                }
                 Some(existing) if *existing != asset => {
                     let (before, after) = existing.changed_fields(&asset);
-                    self.push_in(Kind::Asset, &id, account, Some(before), Some(after))
+                    self.push_in(Kind::Asset, &id, account, reason, Some(before), Some(after))
                 }
                 Some(_) => {}
             }
@@ -159,16 +163,17 @@ impl Differ<'_, '_> {
     /// `before`, the full fields), or an update or transfer (the changed
     /// fields on both sides).
     fn push(&mut self, kind: Kind, id: &str, before: Option<Fields>, after: Option<Fields>) {
-        self.push_in(kind, id, None, before, after)
+        self.push_in(kind, id, None, None, before, after)
     }
 
-    /// [`Differ::push`], with the account of the object in the target when
-    /// the caller has it (`None`: looked up).
+    /// [`Differ::push`], with the account of the object in the target and
+    /// the reason when the caller has them (`None`: looked up).
     fn push_in(
         &mut self,
         kind: Kind,
         id: &str,
         target_account: Option<String>,
+        reason: Option<Arc<str>>,
         before: Option<Fields>,
         after: Option<Fields>,
     ) {
@@ -195,7 +200,10 @@ impl Differ<'_, '_> {
             Some(account) if action != Action::Remove => account,
             _ => self.account_of(kind, id, action),
         };
-        let reason = self.reason(kind, id, action);
+        let reason = match reason {
+            Some(reason) => reason,
+            None => self.reason(kind, id, action),
+        };
         self.changes.push(Change::new(
             action, kind, id, account, before, after, reason,
         ));
@@ -226,16 +234,16 @@ impl Differ<'_, '_> {
         }
     }
 
-    fn reason(&mut self, kind: Kind, id: &str, action: Action) -> String {
+    fn reason(&mut self, kind: Kind, id: &str, action: Action) -> Arc<str> {
         if let Some(reason) = self.reasons.remove(kind, id) {
             return reason;
         }
         let origin = self.desired.origin(kind, id).map(|o| &*o.path);
         match (action, origin) {
-            (Action::Remove, _) => "no longer in the specs".to_string(),
-            (Action::Create, Some(path)) => format!("declared in {path}"),
-            (_, Some(path)) => format!("changed in {path}"),
-            (_, None) => "follows the specs".to_string(),
+            (Action::Remove, _) => "no longer in the specs".into(),
+            (Action::Create, Some(path)) => format!("declared in {path}").into(),
+            (_, Some(path)) => format!("changed in {path}").into(),
+            (_, None) => "follows the specs".into(),
         }
     }
 }

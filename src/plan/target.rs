@@ -7,7 +7,8 @@
 //! keeps only the assets it changes ([`TargetAssets`]), over the state's.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{hash_map, BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use crate::desired::{Desired, DesiredAccount};
 use crate::diagnostic::Diagnostic;
@@ -45,28 +46,55 @@ pub(crate) struct Target<'s> {
 #[derive(Debug, Default)]
 pub(crate) struct Reasons {
     /// Indexed by the position of the kind in [`Kind::ALL`].
-    by_kind: [HashIndex<String, String>; 9],
+    by_kind: [HashIndex<String, Arc<str>>; 9],
 }
 
 impl Reasons {
-    fn of_kind(&mut self, kind: Kind) -> &mut HashIndex<String, String> {
+    fn of_kind(&mut self, kind: Kind) -> &mut HashIndex<String, Arc<str>> {
         let slot = Kind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
         &mut self.by_kind[slot]
     }
 
     /// Sets the reason of `id`; gives the one it replaces.
-    pub fn insert(&mut self, (kind, id): (Kind, String), reason: String) -> Option<String> {
+    fn insert(&mut self, (kind, id): (Kind, String), reason: Arc<str>) -> Option<Arc<str>> {
         self.of_kind(kind).insert(id, reason)
     }
 
     /// Sets the reason of `id` unless it has one.
-    pub fn insert_if_absent(&mut self, (kind, id): (Kind, String), reason: String) {
+    fn insert_if_absent(&mut self, (kind, id): (Kind, String), reason: Arc<str>) {
         self.of_kind(kind).entry(id).or_insert(reason);
     }
 
     /// Takes the reason of `id` out.
-    pub fn remove(&mut self, kind: Kind, id: &str) -> Option<String> {
+    pub fn remove(&mut self, kind: Kind, id: &str) -> Option<Arc<str>> {
         self.of_kind(kind).remove(id)
+    }
+}
+
+impl Target<'_> {
+    /// Sets why object `id` changes, replacing the reason it had. An
+    /// asset's reason is kept with the asset in the overlay (a rule that
+    /// moves a million assets gives a million reasons, mostly the same
+    /// text: shared, and no copy of each id).
+    pub fn set_reason(&mut self, (kind, id): (Kind, String), reason: impl Into<Arc<str>>) {
+        match kind {
+            Kind::Asset => self.assets.set_reason(id, reason.into(), true),
+            _ => {
+                self.reasons.insert((kind, id), reason.into());
+            }
+        }
+    }
+
+    /// Sets why object `id` changes, unless it has a reason.
+    pub fn set_reason_if_absent(
+        &mut self,
+        (kind, id): (Kind, String),
+        reason: impl Into<Arc<str>>,
+    ) {
+        match kind {
+            Kind::Asset => self.assets.set_reason(id, reason.into(), false),
+            _ => self.reasons.insert_if_absent((kind, id), reason.into()),
+        }
     }
 }
 
@@ -89,13 +117,23 @@ type HashIndex<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 /// of them, a third of the memory of as many [`Asset`]s.
 pub(crate) struct TargetAssets<'s> {
     pub base: &'s BTreeMap<String, Asset>,
-    pub overlay: BTreeMap<String, PackedAsset>,
+    pub overlay: BTreeMap<String, ChangedAsset>,
+    /// Reasons of assets given before the asset is in the overlay; moved
+    /// into its entry when it is put there.
+    waiting_reasons: HashIndex<String, Arc<str>>,
     /// The state's assets by (account, owner), ids in order.
     base_by_owner: HashIndex<(&'s str, &'s Owner), Vec<&'s str>>,
     /// How many ids of each `base_by_owner` list the overlay has taken.
     base_taken: HashIndex<(&'s str, &'s Owner), usize>,
     /// The overlay's assets by (account, owner).
     overlay_by_owner: HashIndex<(String, Owner), BTreeSet<String>>,
+}
+
+/// An asset the target changes or creates, and why, if more than "the specs
+/// say so".
+pub(crate) struct ChangedAsset {
+    pub asset: PackedAsset,
+    pub reason: Option<Arc<str>>,
 }
 
 impl<'s> TargetAssets<'s> {
@@ -117,6 +155,7 @@ impl<'s> TargetAssets<'s> {
         TargetAssets {
             base,
             overlay: BTreeMap::new(),
+            waiting_reasons: HashIndex::default(),
             base_by_owner: HashIndex::default(),
             base_taken: HashIndex::default(),
             overlay_by_owner: HashIndex::default(),
@@ -127,7 +166,7 @@ impl<'s> TargetAssets<'s> {
     /// the overlay.
     pub fn get(&self, id: &str) -> Option<Cow<'_, Asset>> {
         match self.overlay.get(id) {
-            Some(packed) => packed.unpack().map(Cow::Owned),
+            Some(changed) => changed.asset.unpack().map(Cow::Owned),
             None => self.base.get(id).map(Cow::Borrowed),
         }
     }
@@ -194,7 +233,11 @@ impl<'s> TargetAssets<'s> {
 
     /// Sets (or creates) asset `id`, keeping the index right.
     pub fn put(&mut self, id: &str, asset: Asset) {
-        if let Some(old) = self.overlay.get(id).and_then(PackedAsset::unpack) {
+        let reason = match self.overlay.get(id) {
+            Some(old) => old.reason.clone(),
+            None => self.waiting_reasons.remove(id),
+        };
+        if let Some(old) = self.overlay.get(id).and_then(|old| old.asset.unpack()) {
             let key = (old.account, old.owner);
             if let Some(ids) = self.overlay_by_owner.get_mut(&key) {
                 ids.remove(id);
@@ -209,17 +252,39 @@ impl<'s> TargetAssets<'s> {
             .entry((asset.account.clone(), asset.owner.clone()))
             .or_default()
             .insert(id.to_string());
+        let asset = PackedAsset::pack(&asset);
         self.overlay
-            .insert(id.to_string(), PackedAsset::pack(&asset));
+            .insert(id.to_string(), ChangedAsset { asset, reason });
+    }
+
+    /// Sets why asset `id` changes: replacing the reason it had, or only
+    /// if it has none.
+    fn set_reason(&mut self, id: String, reason: Arc<str>, replace: bool) {
+        if let Some(changed) = self.overlay.get_mut(&id) {
+            if replace || changed.reason.is_none() {
+                changed.reason = Some(reason);
+            }
+            return;
+        }
+        match self.waiting_reasons.entry(id) {
+            hash_map::Entry::Occupied(mut entry) if replace => {
+                entry.insert(reason);
+            }
+            hash_map::Entry::Occupied(_) => {}
+            hash_map::Entry::Vacant(entry) => {
+                entry.insert(reason);
+            }
+        }
     }
 
     /// The changed and created assets, taken out for the diff; the owner
     /// indexes are dropped with them (a million entries at scale), so that
     /// their memory is free before the changes are made.
-    pub fn take_overlay(&mut self) -> BTreeMap<String, PackedAsset> {
+    pub fn take_overlay(&mut self) -> BTreeMap<String, ChangedAsset> {
         self.base_by_owner = HashIndex::default();
         self.base_taken = HashIndex::default();
         self.overlay_by_owner = HashIndex::default();
+        self.waiting_reasons = HashIndex::default();
         std::mem::take(&mut self.overlay)
     }
 
@@ -376,7 +441,7 @@ impl<'a> Builder<'a> {
                         });
                         owner = current.owner.clone();
                     } else {
-                        target.reasons.insert(
+                        target.set_reason(
                             (Kind::Account, id.clone()),
                             match &current.owner {
                                 Some(old) => format!("ownership passes from {old} to {new_owner}"),
@@ -425,7 +490,7 @@ impl<'a> Builder<'a> {
             };
             let user = match current {
                 None => {
-                    target.reasons.insert(
+                    target.set_reason(
                         (Kind::User, email.clone()),
                         format!("invited to {}", wanted.account),
                     );
@@ -445,7 +510,7 @@ impl<'a> Builder<'a> {
                             .is_none_or(|expires| expires <= self.now)
                     {
                         invitation_expires = Some(expires_at());
-                        target.reasons.insert(
+                        target.set_reason(
                             (Kind::User, email.clone()),
                             "invitation expired; re-issued".to_string(),
                         );
@@ -536,7 +601,7 @@ impl<'a> Builder<'a> {
                     None => format!("no longer declared in account {}", user.account),
                 }
             };
-            target.reasons.insert((Kind::User, email.clone()), reason);
+            target.set_reason((Kind::User, email.clone()), reason);
         }
     }
 
@@ -610,9 +675,10 @@ impl<'a> Builder<'a> {
             };
             match self.connected(from, to) {
                 Ok(how) => {
+                    let reason = format!("{takes}{how}").into();
                     target
                         .reasons
-                        .insert((Kind::Organization, id.clone()), format!("{takes}{how}"));
+                        .insert((Kind::Organization, id.clone()), reason);
                 }
                 Err(message) => target.errors.push(self.error(
                     Kind::Organization,
@@ -634,7 +700,8 @@ impl<'a> Builder<'a> {
                     (Kind::License, id.clone()),
                     format!(
                         "term to {expires} kept: the new assignee takes over the remaining term"
-                    ),
+                    )
+                    .into(),
                 );
             }
             let (from, to) = (&current.account, &license.account);
@@ -645,7 +712,9 @@ impl<'a> Builder<'a> {
                             Some(term) => format!("{how}; {term}"),
                             None => how,
                         };
-                        target.reasons.insert((Kind::License, id.clone()), reason);
+                        target
+                            .reasons
+                            .insert((Kind::License, id.clone()), reason.into());
                     }
                     Err(message) => target.errors.push(self.error(
                         Kind::License,
@@ -702,7 +771,7 @@ impl<'a> Builder<'a> {
                         .join(", ")
                 )
             };
-            target.reasons.insert(
+            target.set_reason(
                 (Kind::Product, id.clone()),
                 format!("{access}invoices stay with {}", current.organization),
             );
@@ -714,7 +783,8 @@ impl<'a> Builder<'a> {
     fn pins_and_reassign_rules(&mut self, target: &mut Target) {
         for (account, rules) in &self.desired.reassign {
             for rule in rules {
-                let reason = format!("reassign rule {} of account {account}", rule.number);
+                let reason: Arc<str> =
+                    format!("reassign rule {} of account {account}", rule.number).into();
                 for id in target.assets.owned_by(account, &rule.from) {
                     if self.desired.pins.contains_key(&id) {
                         continue;
@@ -734,7 +804,7 @@ impl<'a> Builder<'a> {
                         asset.tags.insert(key.clone(), value.clone());
                     }
                     target.assets.put(&id, asset);
-                    target.reasons.insert((Kind::Asset, id), reason.clone());
+                    target.set_reason((Kind::Asset, id), reason.clone());
                 }
             }
         }
@@ -759,7 +829,7 @@ impl<'a> Builder<'a> {
                 },
             };
             if target.assets.get(id).as_deref() != Some(&asset) {
-                target.reasons.insert(
+                target.set_reason(
                     (Kind::Asset, id.clone()),
                     format!("pinned in account {}", pin.account),
                 );
@@ -809,10 +879,8 @@ impl<'a> Builder<'a> {
                     account.credits += credits;
                 }
                 let reason = format!("merge of {from} into {into}: credits add up");
-                target
-                    .reasons
-                    .insert((Kind::Account, from.clone()), reason.clone());
-                target.reasons.insert((Kind::Account, into.clone()), reason);
+                target.set_reason((Kind::Account, from.clone()), reason.clone());
+                target.set_reason((Kind::Account, into.clone()), reason);
             }
             let owners: Vec<(String, Owner)> = target
                 .assets
@@ -828,7 +896,7 @@ impl<'a> Builder<'a> {
                     let mut asset = asset.into_owned();
                     asset.account = into.clone();
                     target.assets.put(&id, asset);
-                    target.reasons.insert(
+                    target.set_reason(
                         (Kind::Asset, id.clone()),
                         format!("merge of {from} into {into}"),
                     );
@@ -944,7 +1012,7 @@ impl<'a> Builder<'a> {
             for id in memberships_of.get(email.as_str()).into_iter().flatten() {
                 let membership = &self.state.memberships[*id];
                 if &membership.account == from {
-                    target.reasons.insert(
+                    target.set_reason(
                         (Kind::Membership, (*id).clone()),
                         format!("{email} moves to {to}; groups never move"),
                     );
@@ -970,7 +1038,7 @@ impl<'a> Builder<'a> {
                 }
                 None => target.accounts.get(from).and_then(|a| a.owner.clone()),
             };
-            target.reasons.insert(
+            target.set_reason(
                 (Kind::User, email.clone()),
                 format!("moves from {from} to {to}; connected: {how}"),
             );
@@ -1002,7 +1070,7 @@ impl<'a> Builder<'a> {
                     } else {
                         asset.folder = None;
                     }
-                    target.reasons.insert(
+                    target.set_reason(
                         (Kind::Asset, id.clone()),
                         format!("moves with {email} from {from} to {to}"),
                     );
@@ -1027,12 +1095,12 @@ impl<'a> Builder<'a> {
                                 level: "read".into(),
                             },
                         );
-                        target.reasons.insert(
+                        target.set_reason(
                             (Kind::Grant, grant),
                             format!("{email} keeps read access after moving to {to}"),
                         );
                     }
-                    target.reasons.insert(
+                    target.set_reason(
                         (Kind::Asset, id.clone()),
                         format!("left by {email}, who moves to {to}; passes to {successor}"),
                     );
@@ -1053,7 +1121,7 @@ impl<'a> Builder<'a> {
                         tags,
                     },
                 );
-                target.reasons.insert(
+                target.set_reason(
                     (Kind::Asset, folder_id.clone()),
                     format!("receives the files {email} brings from {from}"),
                 );
@@ -1113,7 +1181,7 @@ impl<'a> Builder<'a> {
                 }
                 asset.owner = Owner::User(successor.clone());
                 target.assets.put(&id, asset);
-                target.reasons.insert(
+                target.set_reason(
                     (Kind::Asset, id.clone()),
                     format!("{why}; passes to successor {successor}"),
                 );
@@ -1192,14 +1260,14 @@ impl<'a> Builder<'a> {
                 look(id, asset);
             }
         }
-        for (id, packed) in &target.assets.overlay {
-            if let Some(asset) = packed.unpack() {
+        for (id, changed) in &target.assets.overlay {
+            if let Some(asset) = changed.asset.unpack() {
                 look(id, &asset);
             }
         }
         for (id, asset, reason) in fixes {
             target.assets.put(&id, asset);
-            target.reasons.insert_if_absent((Kind::Asset, id), reason);
+            target.set_reason_if_absent((Kind::Asset, id), reason);
         }
     }
 
@@ -1424,13 +1492,13 @@ mod tests {
     /// The index answered from scratch: every asset, overlay over base.
     fn naive(
         base: &BTreeMap<String, Asset>,
-        overlay: &BTreeMap<String, super::PackedAsset>,
+        overlay: &BTreeMap<String, super::ChangedAsset>,
     ) -> BTreeMap<(String, Owner), BTreeSet<String>> {
         let mut all = base.clone();
         all.extend(
             overlay
                 .iter()
-                .map(|(id, packed)| (id.clone(), packed.unpack().expect("packed by put"))),
+                .map(|(id, changed)| (id.clone(), changed.asset.unpack().expect("packed by put"))),
         );
         let mut by_owner: BTreeMap<(String, Owner), BTreeSet<String>> = BTreeMap::new();
         for (id, asset) in all {
@@ -1440,6 +1508,34 @@ mod tests {
                 .insert(id);
         }
         by_owner
+    }
+
+    /// An asset's reason follows the rules of [`Reasons`] wherever it is
+    /// kept: given before the asset is put or after, replaced by
+    /// `set_reason`, kept by `set_reason_if_absent`, kept across puts.
+    #[test]
+    fn an_asset_keeps_its_reason_whether_given_before_or_after_its_put() {
+        let base: BTreeMap<String, Asset> = [("a".to_string(), asset(0, 0))].into();
+        let mut assets = TargetAssets::new(&base);
+        assets.set_reason("a".into(), "first".into(), true);
+        assets.set_reason("a".into(), "ignored".into(), false);
+        assets.put("a", asset(0, 1));
+        assets.set_reason("a".into(), "ignored too".into(), false);
+        assets.put("a", asset(0, 2));
+        assets.put("b", asset(1, 0));
+        assets.set_reason("b".into(), "second".into(), false);
+        assets.set_reason("b".into(), "third".into(), true);
+        assets.put("c", asset(1, 1));
+        let overlay = assets.take_overlay();
+        let reasons: Vec<(&str, Option<&str>)> = overlay
+            .iter()
+            .map(|(id, changed)| (id.as_str(), changed.reason.as_deref()))
+            .collect();
+        assert_eq!(
+            reasons,
+            [("a", Some("first")), ("b", Some("third")), ("c", None)]
+        );
+        assert_eq!(overlay["a"].asset.unpack(), Some(asset(0, 2)));
     }
 
     proptest! {

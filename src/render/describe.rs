@@ -56,13 +56,13 @@ pub(crate) fn sections(plan: &Plan, expand: bool) -> Vec<Section<'_>> {
         let mut counts: HashMap<(Action, Kind, &str), usize> = HashMap::new();
         for change in &changes {
             *counts
-                .entry((change.action, change.kind, change.reason.as_str()))
+                .entry((change.action, change.kind, &*change.reason))
                 .or_default() += 1;
         }
         let mut folded: BTreeSet<(Action, Kind, &str)> = BTreeSet::new();
         let mut entries = Vec::new();
         for change in &changes {
-            let key = (change.action, change.kind, change.reason.as_str());
+            let key = (change.action, change.kind, &*change.reason);
             let count = counts.get(&key).copied().unwrap_or(1);
             if !expand && count >= FOLD_AT {
                 if folded.insert(key) {
@@ -139,7 +139,7 @@ fn is_plain_reason(reason: &str) -> bool {
 /// more than "the specs say so" and the change does not already tell it.
 fn detail_of(change: &Change) -> String {
     let detail = describe(change);
-    let reason = change.reason.as_str();
+    let reason = &*change.reason;
     match (change.kind, change.action) {
         // `moves from A (both satellites of H)`.
         (Kind::User, Action::Transfer) if moving(change).is_some() => {
