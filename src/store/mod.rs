@@ -406,6 +406,47 @@ pub fn open(location: &str, access: Access) -> Result<Box<dyn Store>, StoreError
     }
 }
 
+/// A store opened for writing, loaded, and resting until its commit: the
+/// state `apply` plans against stays this process's all along, but a sled
+/// state is closed meanwhile, so that what sled cached while loading is
+/// free for the plan ([`sled_store::SledStore::rest`]). Other backends stay
+/// open.
+pub enum Resting {
+    Sled(sled_store::SledResting),
+    Open(Box<dyn Store>),
+}
+
+impl Resting {
+    /// The store, open again for the commit.
+    pub fn wake(self) -> Result<Box<dyn Store>, StoreError> {
+        match self {
+            Resting::Sled(resting) => Ok(Box::new(resting.wake()?)),
+            Resting::Open(store) => Ok(store),
+        }
+    }
+}
+
+/// Opens the state at `location` for writing ([`open`] with
+/// [`Access::Write`]), reports the progress of its commits to `progress`,
+/// loads it and lets it rest ([`Resting`]).
+pub fn load_and_rest(
+    location: &str,
+    wait: bool,
+    progress: Option<std::sync::Arc<dyn CommitProgress>>,
+) -> Result<(State, Resting), StoreError> {
+    let path = Path::new(location);
+    if !is_postgres_url(location) && !path.is_file() {
+        let store = sled_store::SledStore::open(path, wait)?;
+        store.set_progress(progress);
+        let state = store.load()?;
+        return Ok((state, Resting::Sled(store.rest())));
+    }
+    let store = open(location, Access::Write { wait })?;
+    store.set_progress(progress);
+    let state = store.load()?;
+    Ok((state, Resting::Open(store)))
+}
+
 /// Whether `location` names a PostgreSQL database rather than a path.
 pub fn is_postgres_url(location: &str) -> bool {
     location.starts_with("postgres://") || location.starts_with("postgresql://")
