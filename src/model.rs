@@ -494,8 +494,19 @@ pub struct Asset {
     pub owner: Owner,
     pub creator: Option<String>,
     pub folder: Option<String>,
+    #[serde(deserialize_with = "exact_strings")]
     pub versions: Vec<String>,
     pub tags: Tags,
+}
+
+/// A list of strings without spare room (JSON gives no size: one version
+/// took room for four, and a state holds a million assets).
+fn exact_strings<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<String>, D::Error> {
+    let mut strings = Vec::<String>::deserialize(deserializer)?;
+    strings.shrink_to_fit();
+    Ok(strings)
 }
 
 /// Access to an asset granted to a user who does not own it, identified by

@@ -159,6 +159,9 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for SortedMap<V> {
                 while let Some((key, value)) = access.next_entry::<String, V>()? {
                     map.insert(key, value);
                 }
+                // JSON gives no size: one entry took room for four. A
+                // state holds a million asset tags.
+                map.0.shrink_to_fit();
                 Ok(map)
             }
         }
@@ -212,6 +215,28 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
+
+    /// A state holds a million asset tags read from JSON, which gives no
+    /// size: none keeps room it does not use.
+    #[test]
+    fn a_map_read_from_json_keeps_no_spare_room() {
+        for count in 0..6 {
+            let text = serde_json::to_string(
+                &(0..count)
+                    .map(|n| (format!("k{n}"), format!("v{n}")))
+                    .collect::<BTreeMap<_, _>>(),
+            )
+            .unwrap();
+            let map: SortedMap<String> = serde_json::from_str(&text).unwrap();
+            assert_eq!((map.len(), map.0.capacity()), (count, count), "{text}");
+        }
+        let asset: crate::model::Asset = serde_json::from_str(
+            r#"{"account":"a","owner":"user:u@a.com","creator":null,"folder":null,"versions":["u@a.com"],"tags":{"project":"x"}}"#,
+        )
+        .unwrap();
+        assert_eq!(asset.versions.capacity(), 1);
+        assert_eq!(asset.tags.0.capacity(), 1);
+    }
 
     proptest! {
         /// Whatever the order of insertion, a `SortedMap` of JSON values
