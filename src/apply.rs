@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use sha2::{Digest, Sha256};
 
 use crate::model::{FieldValue, Fields, Kind, State, Timestamp};
-use crate::plan::{Action, Change, Plan};
+use crate::plan::{Action, Change, PackedFields, Plan};
 use crate::store::{Commit, HistoryEntry, MakeParts, Notification, Parts, StoreError};
 
 /// Changes (objects, or history entries) per part of the commit.
@@ -109,10 +109,11 @@ pub fn prepare<'a>(
         let mut changed = false;
         for &index in group {
             let change = &changes[index];
-            match decide(change, current.as_ref()) {
+            let (before, after) = (change.before_fields(), change.after_fields());
+            match decide(change.action, before, after.as_ref(), current.as_ref()) {
                 Decision::Skip => skipped += 1,
                 Decision::Apply => {
-                    current = next_fields(change, current);
+                    current = fields_after(change.action, after, current);
                     applied[index] = true;
                     applied_count += 1;
                     changed = true;
@@ -241,12 +242,17 @@ impl<'o> Iterator for ObjectGroups<'o> {
 
 /// The fields of an object once `change` is applied to `current`.
 fn next_fields(change: &Change, current: Option<Fields>) -> Option<Fields> {
-    match change.action {
+    fields_after(change.action, change.after_fields(), current)
+}
+
+/// [`next_fields`], for a change whose `after` the caller has unpacked.
+fn fields_after(action: Action, after: Option<Fields>, current: Option<Fields>) -> Option<Fields> {
+    match action {
         Action::Remove => None,
-        Action::Create => change.after_fields(),
+        Action::Create => after,
         Action::Update | Action::Transfer => {
             let mut fields = current.unwrap_or_default();
-            for (name, value) in change.after_fields().into_iter().flatten() {
+            for (name, value) in after.into_iter().flatten() {
                 fields.insert(name, value);
             }
             Some(fields)
@@ -370,11 +376,18 @@ fn matches(current: &Fields, wanted: &Fields) -> bool {
         .all(|(name, value)| current.get(name).unwrap_or(&FieldValue::Null) == value)
 }
 
-fn decide(change: &Change, current: Option<&Fields>) -> Decision {
-    let before = change.before_fields().unwrap_or_default();
-    let after = change.after_fields().unwrap_or_default();
-    let (before, after) = (&before, &after);
-    match (change.action, current) {
+/// Whether a change with these `before` and `after` fields applies to an
+/// object whose fields are `current` (`None`: it does not exist).
+fn decide(
+    action: Action,
+    before: Option<Fields>,
+    after: Option<&Fields>,
+    current: Option<&Fields>,
+) -> Decision {
+    let empty = Fields::new();
+    let before = before.unwrap_or_default();
+    let (before, after) = (&before, after.unwrap_or(&empty));
+    match (action, current) {
         (Action::Create, None) => Decision::Apply,
         (Action::Create, Some(fields)) if matches(fields, after) => Decision::Skip,
         (Action::Create, Some(_)) => Decision::Conflict("exists already, with other fields".into()),
@@ -399,8 +412,10 @@ fn decide(change: &Change, current: Option<&Fields>) -> Decision {
     }
 }
 
-fn text<'a>(fields: Option<&'a Fields>, name: &str) -> Option<&'a str> {
-    fields.and_then(|f| f.get(name)).and_then(|v| v.as_str())
+/// The text of field `name`, read from the packed fields (nothing
+/// unpacked: every applied change asks).
+fn text<'a>(fields: Option<&'a PackedFields>, name: &str) -> Option<&'a str> {
+    fields.and_then(|f| f.text(name))
 }
 
 /// The owner and successor of each account once the plan is applied: a
@@ -455,8 +470,7 @@ fn notifications_for(
     accounts: &AccountsAfter,
     now: Timestamp,
 ) -> Vec<Notification> {
-    let (before, after) = (change.before_fields(), change.after_fields());
-    let (before, after) = (before.as_ref(), after.as_ref());
+    let (before, after) = (change.before.as_ref(), change.after.as_ref());
     let mut recipients: Vec<(String, String, String)> = Vec::new(); // (to, event, message)
     let user = change.object.as_str();
     match (change.kind, change.action) {

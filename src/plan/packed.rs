@@ -64,6 +64,11 @@ impl PackedFields {
         }
     }
 
+    /// Whether there is a field `name`.
+    pub fn contains_key(&self, name: &str) -> bool {
+        self.find(name).is_some()
+    }
+
     /// A reader at the value of field `name`.
     fn find(&self, name: &str) -> Option<Reader<'_>> {
         let mut reader = Reader { bytes: &self.0 };
@@ -449,6 +454,8 @@ mod tests {
             assert_eq!(packed.get(name).as_ref(), Some(value), "{name}");
             assert_eq!(packed.text(name), value.as_str(), "{name}");
         }
+        assert!(all.keys().all(|name| packed.contains_key(name)));
+        assert!(!packed.contains_key("z"));
         assert_eq!(packed.get("z"), None);
         assert_eq!(packed.text("z"), None);
     }
