@@ -80,11 +80,6 @@ impl PackedFields {
         }
         None
     }
-
-    /// The number of bytes packed (for tests and measures).
-    pub fn packed_len(&self) -> usize {
-        self.0.len()
-    }
 }
 
 impl From<&Fields> for PackedFields {
@@ -429,7 +424,7 @@ mod tests {
             serde_json::to_string_pretty(&before).unwrap()
         );
         // Names, values and lengths, no more: 2 + 6 + 23 + 5 + 2 + 12 + 5 + 8 + 8.
-        assert!(packed.packed_len() < 80, "{}", packed.packed_len());
+        assert!(packed.0.len() < 80, "{}", packed.0.len());
     }
 
     #[test]

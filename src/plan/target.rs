@@ -233,21 +233,22 @@ impl<'s> TargetAssets<'s> {
 
     /// Sets (or creates) asset `id`, keeping the index right.
     pub fn put(&mut self, id: &str, asset: Asset) {
-        let reason = match self.overlay.get(id) {
-            Some(old) => old.reason.clone(),
-            None => self.waiting_reasons.remove(id),
-        };
-        if let Some(old) = self.overlay.get(id).and_then(|old| old.asset.unpack()) {
-            let key = (old.account, old.owner);
-            if let Some(ids) = self.overlay_by_owner.get_mut(&key) {
-                ids.remove(id);
+        let reason = if let Some(old) = self.overlay.get(id) {
+            if let Some(old) = old.asset.unpack() {
+                if let Some(ids) = self.overlay_by_owner.get_mut(&(old.account, old.owner)) {
+                    ids.remove(id);
+                }
             }
-        } else if let Some(old) = self.base.get(id) {
-            *self
-                .base_taken
-                .entry((old.account.as_str(), &old.owner))
-                .or_default() += 1;
-        }
+            old.reason.clone()
+        } else {
+            if let Some(old) = self.base.get(id) {
+                *self
+                    .base_taken
+                    .entry((old.account.as_str(), &old.owner))
+                    .or_default() += 1;
+            }
+            self.waiting_reasons.remove(id)
+        };
         self.overlay_by_owner
             .entry((asset.account.clone(), asset.owner.clone()))
             .or_default()
