@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use sha2::{Digest, Sha256};
 
 use crate::model::{FieldValue, Fields, Kind, State, Timestamp};
-use crate::plan::{Action, Change, PackedFields, Plan};
+use crate::plan::{Action, Change, PackedFieldsRef, Plan};
 use crate::store::{Commit, HistoryEntry, MakeParts, Notification, Parts, StoreError};
 
 /// Changes (objects, or history entries) per part of the commit.
@@ -121,9 +121,9 @@ pub fn prepare<'a>(
                 Decision::Conflict(detail) => conflicts.push((
                     index,
                     Conflict {
-                        change_id: change.id.clone(),
+                        change_id: change.id.to_string(),
                         kind: change.kind,
-                        object: change.object.clone(),
+                        object: change.object.to_string(),
                         detail,
                     },
                 )),
@@ -136,14 +136,14 @@ pub fn prepare<'a>(
         let (Some(fields), true) = (current, conflicts.is_empty() && invalid.is_none()) else {
             continue;
         };
-        let (kind, id) = (first.kind, first.object.as_str());
+        let (kind, id) = (first.kind, &*first.object);
         match scratch.put_fields(kind, id, Some(fields)) {
             Ok(()) => {
                 let _ = scratch.put_fields(kind, id, None);
             }
             Err(message) => {
                 invalid = Some(ApplyError::InvalidChange {
-                    change_id: first.id.clone(),
+                    change_id: first.id.to_string(),
                     kind,
                     object: id.to_string(),
                     message,
@@ -300,7 +300,7 @@ impl ApplyParts {
             for &index in group.iter().filter(|&&index| self.applied[index]) {
                 current = next_fields(&changes[index], current);
             }
-            objects.push((first.kind, first.object.clone(), current));
+            objects.push((first.kind, first.object.to_string(), current));
         }
         if self.objects_at == self.order.len() {
             self.order = Vec::new();
@@ -414,7 +414,7 @@ fn decide(
 
 /// The text of field `name`, read from the packed fields (nothing
 /// unpacked: every applied change asks).
-fn text<'a>(fields: Option<&'a PackedFields>, name: &str) -> Option<&'a str> {
+fn text<'a>(fields: Option<PackedFieldsRef<'a>>, name: &str) -> Option<&'a str> {
     fields.and_then(|f| f.text(name))
 }
 
@@ -433,7 +433,7 @@ impl<'a> AccountsAfter<'a> {
     fn of(state: &'a State, applied: impl Iterator<Item = &'a Change>) -> AccountsAfter<'a> {
         let changed = applied
             .filter(|c| c.kind == Kind::Account && c.action != Action::Remove)
-            .filter_map(|c| Some((c.object.as_str(), c.after_fields()?)))
+            .filter_map(|c| Some((&*c.object, c.after_fields()?)))
             .collect();
         AccountsAfter { state, changed }
     }
@@ -470,9 +470,9 @@ fn notifications_for(
     accounts: &AccountsAfter,
     now: Timestamp,
 ) -> Vec<Notification> {
-    let (before, after) = (change.before.as_ref(), change.after.as_ref());
+    let (before, after) = (change.before(), change.after());
     let mut recipients: Vec<(String, String, String)> = Vec::new(); // (to, event, message)
-    let user = change.object.as_str();
+    let user = &*change.object;
     match (change.kind, change.action) {
         (Kind::User, Action::Create) => {
             let expires = text(after, "invitation_expires").unwrap_or("");
@@ -617,9 +617,9 @@ fn notifications_for(
                 to,
                 event,
                 kind: change.kind,
-                object: change.object.clone(),
+                object: change.object.to_string(),
                 message,
-                change_id: change.id.clone(),
+                change_id: change.id.to_string(),
                 delivered: false,
             }
         })
@@ -797,7 +797,7 @@ mod tests {
                 change_id, object, ..
             }) => assert_eq!(
                 (change_id.as_str(), object.as_str()),
-                (plan.changes[0].id.as_str(), "proof/p-3")
+                (plan.changes[0].id.to_string().as_str(), "proof/p-3")
             ),
             other => panic!("expected an invalid change, got {other:?}"),
         }

@@ -15,7 +15,7 @@ use crate::apply::{self, ApplyContext};
 use crate::desired::Desired;
 use crate::diagnostic::Diagnostic;
 use crate::model::{to_fields, FieldValue, Fields, Kind, State, UserStatus};
-use crate::plan::{self, Action, Change, Plan, PlanConfig};
+use crate::plan::{self, Action, Change, ChangeId, Plan, PlanConfig};
 use crate::reconcile::{self, ReconcileError, ReconcileOptions};
 use crate::render;
 use crate::store::{self, Access, Commit, HistoryEntry, Store};
@@ -204,11 +204,10 @@ fn changed_accounts(plan: &Plan) -> Vec<String> {
         .iter()
         .flat_map(|change| {
             let from = change
-                .before
-                .as_ref()
+                .before()
                 .and_then(|f| f.text("account"))
                 .map(str::to_string);
-            std::iter::once(change.account.clone()).chain(from)
+            std::iter::once(change.account.to_string()).chain(from)
         })
         .collect();
     accounts.sort();
@@ -332,6 +331,22 @@ fn read_plan_file(path: &Path) -> Result<Plan> {
             plan::FORMAT_VERSION
         ),
         None => bail!("{}: not a deed plan (no format_version)", path.display()),
+    }
+    // An id deed never makes was edited by hand: said so, as for an id
+    // that does not match its change (below), not as a malformed plan.
+    let ids = value
+        .get("changes")
+        .and_then(|changes| changes.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|change| change.get("id")?.as_str());
+    for id in ids {
+        if ChangeId::parse(id).is_none() {
+            bail!(
+                "{}: change {id} was edited after the plan was made (its id is not one deed makes)",
+                path.display()
+            );
+        }
     }
     let plan: Plan = serde_json::from_value(value)
         .with_context(|| format!("{}: not a valid deed plan", path.display()))?;

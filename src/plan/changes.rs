@@ -1,12 +1,13 @@
 //! The plan's data: changes, pending items, the summary. This is the JSON
 //! plan of contract 3.1 (and the file `plan --out` writes).
 
+use std::fmt;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::packed::PackedFields;
+use super::packed::{PackedChangeFields, PackedFields, PackedFieldsRef};
 use crate::model::{FieldValue, Fields, Kind};
 
 /// The version of the JSON plan format; `apply` refuses any other.
@@ -46,21 +47,23 @@ impl Action {
     }
 }
 
-/// One change to one object.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// One change to one object. A plan holds a million at scale, so each is
+/// kept small (80 bytes and two allocations): the id as its hash, the
+/// account shared with the plan's other changes in it, `before` and
+/// `after` packed together. It serializes to the JSON of contract 3.1.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Change {
     /// Stable id: the same change against the same state has the same id.
-    pub id: String,
+    pub id: ChangeId,
     pub action: Action,
     pub kind: Kind,
-    pub object: String,
-    pub account: String,
-    /// The fields that change, as they are now; `null` for a create (the
-    /// object does not exist yet). Packed: see [`Change::before_fields`].
-    pub before: Option<PackedFields>,
-    /// The fields that change, as they will be; `null` for a remove.
-    /// Packed: see [`Change::after_fields`].
-    pub after: Option<PackedFields>,
+    pub object: Box<str>,
+    /// Shared: the planner gives the changes of one account the same text.
+    pub account: Arc<str>,
+    /// The fields that change, as they are now (`null` for a create: the
+    /// object does not exist yet) and as they will be (`null` for a
+    /// remove). See [`Change::before`] and [`Change::after`].
+    fields: PackedChangeFields,
     /// Shared: the changes one rule makes have the same reason.
     pub reason: Arc<str>,
 }
@@ -70,8 +73,8 @@ impl Change {
     pub fn new(
         action: Action,
         kind: Kind,
-        object: impl Into<String>,
-        account: impl Into<String>,
+        object: impl Into<Box<str>>,
+        account: impl Into<Arc<str>>,
         before: Option<Fields>,
         after: Option<Fields>,
         reason: impl Into<Arc<str>>,
@@ -92,27 +95,37 @@ impl Change {
             kind,
             object,
             account,
-            before: before.as_ref().map(PackedFields::pack),
-            after: after.as_ref().map(PackedFields::pack),
+            fields: PackedChangeFields::pack(before.as_ref(), after.as_ref()),
             reason: reason.into(),
         }
     }
 
-    /// The fields that change, as they are now (`None` for a create).
-    pub fn before_fields(&self) -> Option<Fields> {
-        self.before.as_ref().map(PackedFields::unpack)
+    /// The fields that change, as they are now (`None` for a create),
+    /// packed: read one with [`PackedFieldsRef::text`] or `get`.
+    pub fn before(&self) -> Option<PackedFieldsRef<'_>> {
+        self.fields.before()
     }
 
     /// The fields that change, as they will be (`None` for a remove).
+    pub fn after(&self) -> Option<PackedFieldsRef<'_>> {
+        self.fields.after()
+    }
+
+    /// The fields that change, as they are now, unpacked.
+    pub fn before_fields(&self) -> Option<Fields> {
+        self.before().map(PackedFieldsRef::unpack)
+    }
+
+    /// The fields that change, as they will be, unpacked.
     pub fn after_fields(&self) -> Option<Fields> {
-        self.after.as_ref().map(PackedFields::unpack)
+        self.after().map(PackedFieldsRef::unpack)
     }
 
     /// `c-` and 16 hex digits: a hash of what the change does (action,
     /// kind, object, account, before, after), computed over the values
     /// themselves — no serialization — so that planning a million changes
     /// stays cheap. The same change always gets the same id.
-    pub fn content_id(&self) -> String {
+    pub fn content_id(&self) -> ChangeId {
         content_id(
             self.action,
             self.kind,
@@ -124,6 +137,136 @@ impl Change {
     }
 }
 
+/// The JSON of a change (contract 3.1), in its field order.
+#[derive(Serialize)]
+struct ChangeOut<'a> {
+    id: ChangeId,
+    action: Action,
+    kind: Kind,
+    object: &'a str,
+    account: &'a str,
+    before: Option<PackedFieldsRef<'a>>,
+    after: Option<PackedFieldsRef<'a>>,
+    reason: &'a str,
+}
+
+#[derive(Deserialize)]
+struct ChangeIn {
+    id: ChangeId,
+    action: Action,
+    kind: Kind,
+    object: Box<str>,
+    account: Arc<str>,
+    before: Option<PackedFields>,
+    after: Option<PackedFields>,
+    reason: Arc<str>,
+}
+
+impl Serialize for Change {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        ChangeOut {
+            id: self.id,
+            action: self.action,
+            kind: self.kind,
+            object: &self.object,
+            account: &self.account,
+            before: self.before(),
+            after: self.after(),
+            reason: &self.reason,
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Change {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let change = ChangeIn::deserialize(deserializer)?;
+        Ok(Change {
+            id: change.id,
+            action: change.action,
+            kind: change.kind,
+            object: change.object,
+            account: change.account,
+            fields: PackedChangeFields::join(change.before.as_ref(), change.after.as_ref()),
+            reason: change.reason,
+        })
+    }
+}
+
+/// A change's id, `c-` and 16 lowercase hex digits: kept as the 64-bit
+/// hash it shows (8 bytes, where the text took 48).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ChangeId(u64);
+
+impl ChangeId {
+    /// The id that `text` shows, if it is one (`c-` and 16 lowercase hex
+    /// digits, as ids are written).
+    pub fn parse(text: &str) -> Option<ChangeId> {
+        let digits = text.strip_prefix("c-")?;
+        let well_formed = digits.len() == 16
+            && digits
+                .bytes()
+                .all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte));
+        if !well_formed {
+            return None;
+        }
+        u64::from_str_radix(digits, 16).ok().map(ChangeId)
+    }
+
+    /// The id's text, without allocating: `c-` and 16 hex digits.
+    pub fn text(self) -> [u8; 18] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut text = *b"c-0000000000000000";
+        for (index, byte) in text[2..].iter_mut().enumerate() {
+            *byte = HEX[((self.0 >> (60 - 4 * index)) & 0xf) as usize];
+        }
+        text
+    }
+}
+
+impl fmt::Display for ChangeId {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "c-{:016x}", self.0)
+    }
+}
+
+impl fmt::Debug for ChangeId {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, formatter)
+    }
+}
+
+impl PartialEq<str> for ChangeId {
+    fn eq(&self, other: &str) -> bool {
+        self.text() == other.as_bytes()
+    }
+}
+
+impl PartialEq<&str> for ChangeId {
+    fn eq(&self, other: &&str) -> bool {
+        self == *other
+    }
+}
+
+impl Serialize for ChangeId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let text = self.text();
+        // Always ASCII: `c-` and hex digits.
+        serializer.serialize_str(std::str::from_utf8(&text).unwrap_or_default())
+    }
+}
+
+impl<'de> Deserialize<'de> for ChangeId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = std::borrow::Cow::<str>::deserialize(deserializer)?;
+        ChangeId::parse(&text).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "change id {text:?} is not one deed makes (`c-` and 16 hex digits)"
+            ))
+        })
+    }
+}
+
 /// See [`Change::content_id`].
 fn content_id(
     action: Action,
@@ -132,7 +275,7 @@ fn content_id(
     account: &str,
     before: Option<&Fields>,
     after: Option<&Fields>,
-) -> String {
+) -> ChangeId {
     let mut hasher = StableHasher::new();
     hasher.text(action.as_str());
     hasher.text(kind.as_str());
@@ -140,7 +283,7 @@ fn content_id(
     hasher.text(account);
     hasher.fields(before);
     hasher.fields(after);
-    format!("c-{:016x}", hasher.finish())
+    ChangeId(hasher.finish())
 }
 
 /// FNV-1a (64 bits) over a length-prefixed, type-tagged walk of the values:
@@ -283,7 +426,7 @@ impl Plan {
     pub fn id(&self) -> String {
         let mut hasher = Sha256::new();
         for change in &self.changes {
-            hasher.update(&change.id);
+            hasher.update(change.id.text());
             hasher.update([0]);
         }
         format!("p-{}", hex(&hasher.finalize()[..8]))

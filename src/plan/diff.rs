@@ -1,7 +1,8 @@
 //! The diff: the target state (see [`super::target`]) against the state,
 //! kind by kind, into [`Change`]s in the order they are applied.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use super::target::{self, ChangedAsset, Reasons, Target};
@@ -41,6 +42,7 @@ pub fn plan(
         target: &target,
         reasons: &mut reasons,
         changes: &mut changes,
+        accounts: HashSet::new(),
     };
     differ.kind(Kind::Account, &state.accounts, &target.accounts);
     differ.kind(Kind::User, &state.users, &target.users);
@@ -96,6 +98,9 @@ struct Differ<'a, 's> {
     /// The target's reasons, each taken by its change.
     reasons: &'a mut Reasons,
     changes: &'a mut Vec<Change>,
+    /// The accounts of the changes, one shared text each (a thousand
+    /// accounts for a million changes at scale).
+    accounts: HashSet<Arc<str>>,
 }
 
 impl Differ<'_, '_> {
@@ -139,7 +144,7 @@ impl Differ<'_, '_> {
             let Some(asset) = changed.asset.unpack() else {
                 continue;
             };
-            let account = Some(asset.account.clone());
+            let account = Some(asset.account.as_str());
             let reason = changed.reason;
             while stored.next_if(|(stored_id, _)| **stored_id < id).is_some() {}
             let existing = stored
@@ -148,11 +153,12 @@ impl Differ<'_, '_> {
             match existing {
                 None => {
                     let after = Some(to_fields(&asset));
-                    self.push_in(Kind::Asset, &id, account, reason, None, after)
+                    self.push_in(Kind::Asset, id.into(), account, reason, None, after)
                 }
                 Some(existing) if *existing != asset => {
                     let (before, after) = existing.changed_fields(&asset);
-                    self.push_in(Kind::Asset, &id, account, reason, Some(before), Some(after))
+                    let id = id.into();
+                    self.push_in(Kind::Asset, id, account, reason, Some(before), Some(after))
                 }
                 Some(_) => {}
             }
@@ -163,16 +169,17 @@ impl Differ<'_, '_> {
     /// `before`, the full fields), or an update or transfer (the changed
     /// fields on both sides).
     fn push(&mut self, kind: Kind, id: &str, before: Option<Fields>, after: Option<Fields>) {
-        self.push_in(kind, id, None, None, before, after)
+        self.push_in(kind, id.into(), None, None, before, after)
     }
 
     /// [`Differ::push`], with the account of the object in the target and
-    /// the reason when the caller has them (`None`: looked up).
+    /// the reason when the caller has them (`None`: looked up). The id is
+    /// taken as it is when the caller owns it (a million asset ids).
     fn push_in(
         &mut self,
         kind: Kind,
-        id: &str,
-        target_account: Option<String>,
+        id: Cow<'_, str>,
+        target_account: Option<&str>,
         reason: Option<Arc<str>>,
         before: Option<Fields>,
         after: Option<Fields>,
@@ -197,16 +204,37 @@ impl Differ<'_, '_> {
             (None, None) => return,
         };
         let account = match target_account {
-            Some(account) if action != Action::Remove => account,
-            _ => self.account_of(kind, id, action),
+            Some(account) if action != Action::Remove => self.shared_account(account),
+            _ => {
+                let account = self.account_of(kind, &id, action);
+                self.shared_account(&account)
+            }
         };
         let reason = match reason {
             Some(reason) => reason,
-            None => self.reason(kind, id, action),
+            None => self.reason(kind, &id, action),
         };
         self.changes.push(Change::new(
-            action, kind, id, account, before, after, reason,
+            action,
+            kind,
+            id.into_owned(),
+            account,
+            before,
+            after,
+            reason,
         ));
+    }
+
+    /// The one shared text of `account` among the plan's changes.
+    fn shared_account(&mut self, account: &str) -> Arc<str> {
+        match self.accounts.get(account) {
+            Some(shared) => shared.clone(),
+            None => {
+                let shared: Arc<str> = account.into();
+                self.accounts.insert(shared.clone());
+                shared
+            }
+        }
     }
 
     /// The account a change is listed under: where the object will be, or,

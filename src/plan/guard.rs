@@ -99,15 +99,13 @@ pub fn authorize(plan: &Plan, state: &State, actor: &str) -> Vec<String> {
         let refuse = |needs: String| format!("{actor} may not {}: {needs}", describe(change));
         let before_text = |name: &str| {
             change
-                .before
-                .as_ref()
+                .before()
                 .and_then(|f| f.text(name))
                 .map(str::to_string)
         };
         let after_text = |name: &str| {
             change
-                .after
-                .as_ref()
+                .after()
                 .and_then(|f| f.text(name))
                 .map(str::to_string)
         };
@@ -115,7 +113,7 @@ pub fn authorize(plan: &Plan, state: &State, actor: &str) -> Vec<String> {
             (Kind::Account, Action::Transfer) => {
                 let owner = state
                     .accounts
-                    .get(&change.object)
+                    .get(&*change.object)
                     .and_then(|a| a.owner.clone());
                 if owner.as_deref() != Some(actor.as_str()) {
                     refusals.push(refuse(format!(
@@ -156,7 +154,7 @@ pub fn authorize(plan: &Plan, state: &State, actor: &str) -> Vec<String> {
                 }
             }
             _ => {
-                let account = &change.account;
+                let account = &*change.account;
                 if state.accounts.contains_key(account) && !is_admin(account) {
                     refusals.push(refuse(format!(
                         "it needs an owner or admin of account {account}"
@@ -170,29 +168,26 @@ pub fn authorize(plan: &Plan, state: &State, actor: &str) -> Vec<String> {
 
 /// The accounts on both sides of a product or organization transfer.
 fn container_accounts(change: &Change, state: &State) -> Vec<String> {
-    let text = |fields: &Option<super::PackedFields>, name: &str| {
-        fields
-            .as_ref()
-            .and_then(|f| f.text(name))
-            .map(str::to_string)
+    let text = |fields: Option<super::PackedFieldsRef<'_>>, name: &str| {
+        fields.and_then(|f| f.text(name)).map(str::to_string)
     };
     let mut accounts = Vec::new();
     match change.kind {
         Kind::Organization => {
-            accounts.extend(text(&change.before, "account"));
-            accounts.extend(text(&change.after, "account"));
+            accounts.extend(text(change.before(), "account"));
+            accounts.extend(text(change.after(), "account"));
         }
         _ => {
             for organization in [
-                text(&change.before, "organization"),
-                text(&change.after, "organization"),
+                text(change.before(), "organization"),
+                text(change.after(), "organization"),
             ]
             .into_iter()
             .flatten()
             {
                 match state.organizations.get(&organization) {
                     Some(org) => accounts.push(org.account.clone()),
-                    None => accounts.push(change.account.clone()),
+                    None => accounts.push(change.account.to_string()),
                 }
             }
         }

@@ -12,7 +12,7 @@ mod packed;
 pub mod partial;
 mod target;
 
-pub use changes::{Action, Change, Pending, Plan, Summary, FORMAT_VERSION};
+pub use changes::{Action, Change, ChangeId, Pending, Plan, Summary, FORMAT_VERSION};
 pub use diff::{plan, PlanConfig};
 pub use guard::{authorize, RemovalCount};
-pub use packed::PackedFields;
+pub use packed::{PackedChangeFields, PackedFields, PackedFieldsRef};

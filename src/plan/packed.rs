@@ -1,6 +1,7 @@
 //! Compact forms of what the planner holds by the million, each one
-//! allocation instead of a tree of maps and strings: [`PackedFields`], the
-//! `before` and `after` of a [`Change`](super::Change), and [`PackedAsset`],
+//! allocation instead of a tree of maps and strings: [`PackedChangeFields`],
+//! the `before` and `after` of a [`Change`](super::Change) (each read as a
+//! [`PackedFieldsRef`]; [`PackedFields`] is one side alone), and [`PackedAsset`],
 //! an asset the target changes (a `reassign` rule may change a million).
 //!
 //! A plan holds two of them per change, and a rule that moves a million
@@ -29,8 +30,10 @@ use serde::ser::{Error as _, Serialize, SerializeMap, SerializeSeq, Serializer};
 
 use crate::model::{Asset, FieldValue, Fields, Owner, Tags};
 
-/// Fields, packed (see the module doc). Equal packed fields are equal
-/// fields: [`Fields`] are sorted by name, so the bytes are canonical.
+/// Fields, packed (see the module doc), owned. Equal packed fields are
+/// equal fields: [`Fields`] are sorted by name, so the bytes are
+/// canonical. Readers are on [`PackedFieldsRef`], the borrowed form that
+/// [`PackedChangeFields`] also gives.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct PackedFields(Box<[u8]>);
 
@@ -42,43 +45,29 @@ impl PackedFields {
         PackedFields(bytes.into_boxed_slice())
     }
 
+    /// The packed fields, borrowed.
+    pub fn as_packed_ref(&self) -> PackedFieldsRef<'_> {
+        PackedFieldsRef(&self.0)
+    }
+
     /// The fields packed, as they were.
     pub fn unpack(&self) -> Fields {
-        let mut reader = Reader { bytes: &self.0 };
-        reader.map().unwrap_or_default()
+        self.as_packed_ref().unpack()
     }
 
     /// The value of field `name`, unpacked alone.
     pub fn get(&self, name: &str) -> Option<FieldValue> {
-        let mut reader = self.find(name)?;
-        reader.value()
+        self.as_packed_ref().get(name)
     }
 
-    /// The text of field `name` when it is a string, borrowed from the
-    /// packed bytes (no copy).
+    /// The text of field `name` when it is a string (no copy).
     pub fn text(&self, name: &str) -> Option<&str> {
-        let mut reader = self.find(name)?;
-        match reader.byte()? {
-            b's' => reader.text(),
-            _ => None,
-        }
+        self.as_packed_ref().text(name)
     }
 
     /// Whether there is a field `name`.
     pub fn contains_key(&self, name: &str) -> bool {
-        self.find(name).is_some()
-    }
-
-    /// A reader at the value of field `name`.
-    fn find(&self, name: &str) -> Option<Reader<'_>> {
-        let mut reader = Reader { bytes: &self.0 };
-        for _ in 0..reader.length()? {
-            if reader.text()? == name {
-                return Some(reader);
-            }
-            reader.skip_value()?;
-        }
-        None
+        self.as_packed_ref().contains_key(name)
     }
 }
 
@@ -90,19 +79,164 @@ impl From<&Fields> for PackedFields {
 
 impl fmt::Debug for PackedFields {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.unpack().fmt(formatter)
+        self.as_packed_ref().fmt(formatter)
     }
 }
 
 impl Serialize for PackedFields {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        PackedMap(&self.0).serialize(serializer)
+        self.as_packed_ref().serialize(serializer)
     }
 }
 
 impl<'de> Deserialize<'de> for PackedFields {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         Fields::deserialize(deserializer).map(|fields| PackedFields::pack(&fields))
+    }
+}
+
+/// Packed fields, borrowed: from a [`PackedFields`] or from one side of a
+/// [`PackedChangeFields`].
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PackedFieldsRef<'a>(&'a [u8]);
+
+impl<'a> PackedFieldsRef<'a> {
+    /// The fields packed, as they were.
+    pub fn unpack(self) -> Fields {
+        let mut reader = Reader { bytes: self.0 };
+        reader.map().unwrap_or_default()
+    }
+
+    /// The value of field `name`, unpacked alone.
+    pub fn get(self, name: &str) -> Option<FieldValue> {
+        let mut reader = self.find(name)?;
+        reader.value()
+    }
+
+    /// The text of field `name` when it is a string, borrowed from the
+    /// packed bytes (no copy).
+    pub fn text(self, name: &str) -> Option<&'a str> {
+        let mut reader = self.find(name)?;
+        match reader.byte()? {
+            b's' => reader.text(),
+            _ => None,
+        }
+    }
+
+    /// Whether there is a field `name`.
+    pub fn contains_key(self, name: &str) -> bool {
+        self.find(name).is_some()
+    }
+
+    /// A reader at the value of field `name`.
+    fn find(self, name: &str) -> Option<Reader<'a>> {
+        let mut reader = Reader { bytes: self.0 };
+        for _ in 0..reader.length()? {
+            if reader.text()? == name {
+                return Some(reader);
+            }
+            reader.skip_value()?;
+        }
+        None
+    }
+}
+
+impl fmt::Debug for PackedFieldsRef<'_> {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.unpack().fmt(formatter)
+    }
+}
+
+impl Serialize for PackedFieldsRef<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        PackedMap(self.0).serialize(serializer)
+    }
+}
+
+/// A change's `before` and `after`, packed together in one allocation (a
+/// plan holds a million at scale): a byte saying which of the two there
+/// are, the length of `before`'s bytes, then `before`'s bytes and
+/// `after`'s.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct PackedChangeFields(Box<[u8]>);
+
+const HAS_BEFORE: u8 = 1;
+const HAS_AFTER: u8 = 2;
+
+impl PackedChangeFields {
+    /// Packs both sides.
+    pub fn pack(before: Option<&Fields>, after: Option<&Fields>) -> PackedChangeFields {
+        let mut bytes = Vec::with_capacity(128);
+        bytes.push(u8::from(before.is_some()) * HAS_BEFORE + u8::from(after.is_some()) * HAS_AFTER);
+        if let Some(before) = before {
+            write_map(&mut bytes, before);
+            // Its length goes in front of it, once it is known.
+            let mut length = Vec::with_capacity(4);
+            write_length(&mut length, bytes.len() - 1);
+            bytes.splice(1..1, length);
+        }
+        if let Some(after) = after {
+            write_map(&mut bytes, after);
+        }
+        PackedChangeFields(bytes.into_boxed_slice())
+    }
+
+    /// Both sides from their packed forms (bytes copied, not re-encoded).
+    pub fn join(before: Option<&PackedFields>, after: Option<&PackedFields>) -> PackedChangeFields {
+        let size = 8 + before.map_or(0, |b| b.0.len()) + after.map_or(0, |a| a.0.len());
+        let mut bytes = Vec::with_capacity(size);
+        bytes.push(u8::from(before.is_some()) * HAS_BEFORE + u8::from(after.is_some()) * HAS_AFTER);
+        if let Some(before) = before {
+            write_length(&mut bytes, before.0.len());
+            bytes.extend_from_slice(&before.0);
+        }
+        if let Some(after) = after {
+            bytes.extend_from_slice(&after.0);
+        }
+        PackedChangeFields(bytes.into_boxed_slice())
+    }
+
+    /// The two sides' bytes; `None` for a side not there (or for bytes
+    /// these functions never make).
+    fn sides(&self) -> (Option<&[u8]>, Option<&[u8]>) {
+        let mut reader = Reader { bytes: &self.0 };
+        let Some(flags) = reader.byte() else {
+            return (None, None);
+        };
+        let before = if flags & HAS_BEFORE != 0 {
+            match reader.length() {
+                Some(length) if length <= reader.bytes.len() => {
+                    let (before, rest) = reader.bytes.split_at(length);
+                    reader.bytes = rest;
+                    Some(before)
+                }
+                _ => return (None, None),
+            }
+        } else {
+            None
+        };
+        let after = (flags & HAS_AFTER != 0).then_some(reader.bytes);
+        (before, after)
+    }
+
+    /// The fields that change, as they are now.
+    pub fn before(&self) -> Option<PackedFieldsRef<'_>> {
+        self.sides().0.map(PackedFieldsRef)
+    }
+
+    /// The fields that change, as they will be.
+    pub fn after(&self) -> Option<PackedFieldsRef<'_>> {
+        self.sides().1.map(PackedFieldsRef)
+    }
+}
+
+impl fmt::Debug for PackedChangeFields {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("PackedChangeFields")
+            .field("before", &self.before())
+            .field("after", &self.after())
+            .finish()
     }
 }
 
@@ -467,7 +601,14 @@ mod tests {
             let packed = PackedFields(bytes.to_vec().into_boxed_slice());
             assert_eq!(packed.unpack(), Fields::new());
             assert!(serde_json::to_string(&packed).is_err(), "{bytes:?}");
+            let pair = PackedChangeFields(bytes.to_vec().into_boxed_slice());
+            if let Some(before) = pair.before() {
+                assert!(before.unpack().len() <= 1);
+            }
         }
+        // A length past the end gives neither side.
+        let pair = PackedChangeFields(b"\x03\x7f\x00".to_vec().into_boxed_slice());
+        assert_eq!((pair.before(), pair.after()), (None, None));
     }
 
     fn asset_strategy() -> impl Strategy<Value = Asset> {
@@ -550,6 +691,30 @@ mod tests {
             prop_assert_eq!(
                 serde_json::to_string_pretty(&packed).unwrap(),
                 serde_json::to_string_pretty(&original).unwrap()
+            );
+        }
+
+        #[test]
+        fn any_pair_of_sides_packs_together_and_reads_back_apart(
+            before in prop::option::of(prop::collection::btree_map(".{0,12}", value_strategy(), 0..6)),
+            after in prop::option::of(prop::collection::btree_map(".{0,12}", value_strategy(), 0..6)),
+        ) {
+            let side = |map: Option<std::collections::BTreeMap<String, serde_json::Value>>| {
+                map.map(|map| fields(serde_json::Value::Object(map.into_iter().collect())))
+            };
+            let (before, after) = (side(before), side(after));
+            let pair = PackedChangeFields::pack(before.as_ref(), after.as_ref());
+            prop_assert_eq!(pair.before().map(PackedFieldsRef::unpack), before.clone());
+            prop_assert_eq!(pair.after().map(PackedFieldsRef::unpack), after.clone());
+            let packed_before = before.as_ref().map(PackedFields::pack);
+            let packed_after = after.as_ref().map(PackedFields::pack);
+            prop_assert_eq!(
+                pair.before(),
+                packed_before.as_ref().map(PackedFields::as_packed_ref)
+            );
+            prop_assert_eq!(
+                &PackedChangeFields::join(packed_before.as_ref(), packed_after.as_ref()),
+                &pair
             );
         }
     }

@@ -558,7 +558,7 @@ pub fn splice(
     let mut changes: Vec<_> = previous
         .changes
         .into_iter()
-        .filter(|change| !accounts.contains(&change.account))
+        .filter(|change| !accounts.contains(&*change.account))
         .collect();
     changes.extend(part.changes);
     changes.sort_by(|a, b| super::diff::order_key(a).cmp(&super::diff::order_key(b)));

@@ -42,9 +42,9 @@ pub(crate) fn sections(plan: &Plan, expand: bool) -> Vec<Section<'_>> {
     let mut by_account: HashMap<&str, Vec<&Change>> = HashMap::new();
     for change in &plan.changes {
         by_account
-            .entry(change.account.as_str())
+            .entry(&*change.account)
             .or_insert_with(|| {
-                order.push(change.account.as_str());
+                order.push(&*change.account);
                 Vec::new()
             })
             .push(change);
@@ -83,7 +83,7 @@ pub(crate) fn sections(plan: &Plan, expand: bool) -> Vec<Section<'_>> {
             entries.push(Entry {
                 action: change.action,
                 kind: change.kind,
-                object: change.object.clone(),
+                object: change.object.to_string(),
                 count: 1,
                 label: format!("{} {}", change.kind, change.object),
                 detail,
@@ -412,8 +412,8 @@ impl<'a> MoveIndex<'a> {
             .iter()
             .filter(|c| c.kind == Kind::Asset && c.action == Action::Create)
             .filter_map(|c| {
-                let tags = c.after.as_ref()?.get("tags")?;
-                Some((c.object.as_str(), tags.get("name")?.as_str()?.to_string()))
+                let tags = c.after()?.get("tags")?;
+                Some((&*c.object, tags.get("name")?.as_str()?.to_string()))
             })
             .collect();
         for change in &plan.changes {
@@ -428,7 +428,7 @@ impl<'a> MoveIndex<'a> {
                                 .or_default()
                                 .entry(kind.clone())
                                 .or_default() += 1;
-                            let folder = change.after.as_ref().and_then(|f| f.text("folder"));
+                            let folder = change.after().and_then(|f| f.text("folder"));
                             if let Some(folder) = folder {
                                 let name = folder_names.get(folder).map_or(folder, String::as_str);
                                 index
@@ -440,17 +440,15 @@ impl<'a> MoveIndex<'a> {
                         }
                     }
                     let old = change
-                        .before
-                        .as_ref()
+                        .before()
                         .and_then(|f| f.text("owner"))
                         .and_then(|owner| owner.strip_prefix("user:"));
-                    let new = change.after.as_ref().and_then(|f| f.text("owner"));
+                    let new = change.after().and_then(|f| f.text("owner"));
                     if let (Some(old), Some(new)) = (old, new) {
                         if new != format!("user:{old}") {
                             let new = new.strip_prefix("user:").unwrap_or(new).to_string();
                             let others = change
-                                .before
-                                .as_ref()
+                                .before()
                                 .and_then(|f| f.get("versions"))
                                 .is_some_and(|versions| {
                                     versions.as_array().is_some_and(|versions| {
@@ -464,7 +462,7 @@ impl<'a> MoveIndex<'a> {
                             };
                             *index
                                 .left
-                                .entry((old, change.account.as_str()))
+                                .entry((old, &*change.account))
                                 .or_default()
                                 .entry(new)
                                 .or_default()
@@ -492,7 +490,7 @@ impl<'a> MoveIndex<'a> {
             return Vec::new();
         };
         let mut notes = Vec::new();
-        let email = change.object.as_str();
+        let email = &*change.object;
         if let Some(kinds) = self.brought.get(email) {
             let folders = self.folders.get(email);
             let parts: Vec<String> = kinds
@@ -536,8 +534,8 @@ impl<'a> MoveIndex<'a> {
 
 /// `(from, to)` of a change that changes an object's account.
 fn moving(change: &Change) -> Option<(&str, &str)> {
-    let from = change.before.as_ref()?.text("account")?;
-    let to = change.after.as_ref()?.text("account")?;
+    let from = change.before()?.text("account")?;
+    let to = change.after()?.text("account")?;
     (from != to).then_some((from, to))
 }
 

@@ -567,8 +567,8 @@ mod tests {
             history.iter().map(|entry| entry.seq).collect::<Vec<_>>(),
             (1..=(3 + LARGE) as u64).collect::<Vec<_>>()
         );
-        assert_eq!(history[2].change.object, "first");
-        assert_eq!(history[3].change.object, asset_id(0));
+        assert_eq!(&*history[2].change.object, "first");
+        assert_eq!(&*history[3].change.object, asset_id(0).as_str());
         drop(store);
         let store = SledStore::open(folder.path(), false).expect("reopen");
         assert_eq!(store.load().expect("load"), state_with_assets(LARGE));

@@ -952,13 +952,13 @@ pub(crate) mod tests {
             all.iter().map(|entry| entry.seq).collect::<Vec<_>>(),
             (1..=13).collect::<Vec<_>>()
         );
-        assert_eq!(all[0].change.object, "org-0-0");
+        assert_eq!(&*all[0].change.object, "org-0-0");
         let last = store.history(Some(3)).expect("history");
         assert_eq!(
             last.iter().map(|entry| entry.seq).collect::<Vec<_>>(),
             vec![11, 12, 13]
         );
-        assert_eq!(last[2].change.object, "last");
+        assert_eq!(&*last[2].change.object, "last");
         assert!(store.history(Some(0)).expect("history").is_empty());
         assert_eq!(store.history(Some(100)).expect("history").len(), 13);
     }

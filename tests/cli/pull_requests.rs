@@ -173,6 +173,28 @@ fn an_edited_saved_plan_is_refused() {
         run.stderr.contains("was edited after the plan was made"),
         "{run}"
     );
+    // An id deed never makes (ids are kept as the hash they show) gets
+    // the same refusal, naming it, not a parse error.
+    workspace
+        .deed(&["plan", "--out", plan_file.to_str().unwrap()])
+        .ok();
+    let text = std::fs::read_to_string(&plan_file).unwrap();
+    let id_start = text.find("\"c-").unwrap() + 1;
+    let edited = format!(
+        "{}c-NOT-A-HASH{}",
+        &text[..id_start],
+        &text[id_start + 18..]
+    );
+    std::fs::write(&plan_file, edited).unwrap();
+    let run = workspace
+        .deed(&["apply", plan_file.to_str().unwrap()])
+        .fails();
+    assert!(
+        run.stderr
+            .contains("change c-NOT-A-HASH was edited after the plan was made"),
+        "{run}"
+    );
+    assert_eq!(run.code, 1, "{run}");
 }
 
 #[test]

@@ -102,13 +102,13 @@ fn history_seqs_are_contiguous_across_commits_and_limit_keeps_the_last() {
         all.iter().map(|entry| entry.seq).collect::<Vec<_>>(),
         (1..=13).collect::<Vec<_>>()
     );
-    assert_eq!(all[0].change.object, "org-0-0");
+    assert_eq!(&*all[0].change.object, "org-0-0");
     let last = store.history(Some(3)).expect("history");
     assert_eq!(
         last.iter().map(|entry| entry.seq).collect::<Vec<_>>(),
         vec![11, 12, 13]
     );
-    assert_eq!(last[2].change.object, "last");
+    assert_eq!(&*last[2].change.object, "last");
     assert!(store.history(Some(0)).expect("history").is_empty());
     assert_eq!(store.history(Some(100)).expect("history").len(), 13);
 }
@@ -664,7 +664,7 @@ fn a_commit_fenced_by_a_stale_generation_is_refused_and_writes_nothing() {
         .history(None)
         .expect("history")
         .into_iter()
-        .map(|entry| entry.change.object)
+        .map(|entry| entry.change.object.into_string())
         .collect();
     assert_eq!(
         objects,
@@ -782,7 +782,7 @@ fn a_commit_in_parts_is_written_in_one_transaction_and_its_last_write_wins() {
         history.iter().map(|entry| entry.seq).collect::<Vec<_>>(),
         (1..=history.len() as u64).collect::<Vec<_>>()
     );
-    assert_eq!(history[history_before + 3].change.object, "part 3");
+    assert_eq!(&*history[history_before + 3].change.object, "part 3");
 }
 
 #[test]
