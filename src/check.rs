@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 
-use crate::model::{group_id, Owner, Role, State};
+use crate::model::{group_id, Owner, OwnerRef, Role, State};
 
 /// Every violation of the state's invariants, one sentence each, sorted.
 pub fn check_state(state: &State) -> Vec<String> {
@@ -130,20 +130,25 @@ pub fn check_state(state: &State) -> Vec<String> {
             }
         }
     }
-    // Assets are many: check each (account, owner) pair once.
-    let mut owners_seen: HashSet<(&str, &Owner)> = HashSet::new();
-    for (id, asset) in &state.assets {
-        if !account_exists(&asset.account) {
+    // Assets are many: check each (account, owner) pair once, read in
+    // place; an asset is unpacked only when it is looked at further.
+    let mut owners_seen: HashSet<(&str, OwnerRef<'_>)> = HashSet::new();
+    for (id, packed) in state.assets.packed_iter() {
+        let (Some(account), Some(owner)) = (packed.account(), packed.owner()) else {
+            continue;
+        };
+        if !account_exists(account) {
             violations.push(format!(
-                "asset {id} is in account {}, which does not exist",
-                asset.account
+                "asset {id} is in account {account}, which does not exist"
             ));
             continue;
         }
-        if !owners_seen.insert((asset.account.as_str(), &asset.owner)) && asset.versions.is_empty()
-        {
+        if !owners_seen.insert((account, owner)) && !packed.has_versions() {
             continue;
         }
+        let Some(asset) = packed.unpack() else {
+            continue;
+        };
         let owner_exists = match &asset.owner {
             Owner::User(email) => state.users.contains_key(email),
             Owner::Group(name) => state.groups.contains_key(&group_id(&asset.account, name)),

@@ -204,7 +204,7 @@ pub fn parse_import<'a>(
     }
     let (asset_count, invoice_count, credit_count) = (assets.len(), invoices.len(), credits.len());
     // What the commit writes: what differs from the state.
-    assets.retain(|id, asset| state.assets.get(id) != Some(&*asset));
+    assets.retain(|id, asset| state.assets.get(id).as_ref() != Some(&*asset));
     invoices.retain(|id, invoice| state.invoices.get(id) != Some(&*invoice));
     credits.retain(|account, balance| {
         state
@@ -269,7 +269,7 @@ impl ImportParts {
                 Kind::Asset,
                 id.as_str(),
                 asset.account.as_str(),
-                before.map(to_fields),
+                before.as_ref().map(to_fields),
                 Some(after.clone()),
                 self.reason.as_str(),
             );

@@ -538,14 +538,18 @@ pub struct State {
     pub organizations: BTreeMap<String, Organization>,
     pub products: BTreeMap<String, Product>,
     pub licenses: BTreeMap<String, License>,
-    pub assets: BTreeMap<String, Asset>,
+    /// Packed: a state holds a million at scale (see [`Assets`]).
+    pub assets: Assets,
     pub grants: BTreeMap<String, Grant>,
     pub invoices: BTreeMap<String, Invoice>,
 }
 
+mod assets;
 mod field_value;
+pub(crate) mod packing;
 mod sorted_map;
 
+pub use assets::{Assets, OwnerRef, PackedAsset};
 pub use field_value::FieldValue;
 pub use sorted_map::SortedMap;
 
@@ -699,7 +703,9 @@ object_fields! {
 impl State {
     /// The fields of object `id` of `kind`, if it exists.
     pub fn fields(&self, kind: Kind, id: &str) -> Option<Fields> {
-        with_kind_map!(self, kind, |map| map.get(id).map(to_fields))
+        with_kind_map!(self, kind, |map| map
+            .get(id)
+            .map(|object| to_fields(&object)))
     }
 
     pub fn contains(&self, kind: Kind, id: &str) -> bool {
@@ -754,7 +760,7 @@ impl State {
                 .and_then(|p| self.organizations.get(&p.organization))
                 .map(|o| o.account.clone()),
             Kind::License => self.licenses.get(id).map(|o| o.account.clone()),
-            Kind::Asset => self.assets.get(id).map(|o| o.account.clone()),
+            Kind::Asset => self.assets.account_of(id).map(str::to_string),
             Kind::Grant => self.grants.get(id).map(|o| o.account.clone()),
         }
     }

@@ -351,10 +351,14 @@ mod tests {
             organizations,
             products,
             licenses,
-            assets,
             grants,
             invoices
         );
+        for (_, object) in state.assets.iter() {
+            let direct = FieldValue::of(&object);
+            assert_eq!(direct, through_json(&object));
+            compared += 1;
+        }
         assert!(compared >= 10, "{compared}");
     }
 

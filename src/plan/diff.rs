@@ -9,7 +9,7 @@ use super::target::{self, ChangedAsset, Reasons, Target};
 use super::{Action, Change, Plan};
 use crate::desired::Desired;
 use crate::diagnostic::Diagnostic;
-use crate::model::{to_fields, Fields, Kind, ObjectFields, State, Timestamp};
+use crate::model::{to_fields, Fields, Kind, ObjectFields, PackedAsset, State, Timestamp};
 
 /// What planning needs besides the specs and the state.
 #[derive(Clone, Debug)]
@@ -139,28 +139,32 @@ impl Differ<'_, '_> {
     /// (when a rule moves a million of them, a lookup each costs more),
     /// up to the last id of the overlay.
     fn assets(&mut self, overlay: BTreeMap<String, ChangedAsset>) {
-        let mut stored = self.state.assets.iter().peekable();
+        let mut stored = self.state.assets.packed_iter().peekable();
         for (id, changed) in overlay {
+            while stored.next_if(|(stored_id, _)| **stored_id < id).is_some() {}
+            let existing = stored
+                .next_if(|(stored_id, _)| **stored_id == id)
+                .map(|(_, existing)| existing);
+            // Packed bytes are canonical: equal bytes, equal assets, and
+            // neither is unpacked.
+            if existing == Some(&changed.asset) {
+                continue;
+            }
             let Some(asset) = changed.asset.unpack() else {
                 continue;
             };
             let account = Some(asset.account.as_str());
             let reason = changed.reason;
-            while stored.next_if(|(stored_id, _)| **stored_id < id).is_some() {}
-            let existing = stored
-                .next_if(|(stored_id, _)| **stored_id == id)
-                .map(|(_, existing)| existing);
-            match existing {
+            match existing.and_then(PackedAsset::unpack) {
                 None => {
                     let after = Some(to_fields(&asset));
                     self.push_in(Kind::Asset, id.into(), account, reason, None, after)
                 }
-                Some(existing) if *existing != asset => {
+                Some(existing) => {
                     let (before, after) = existing.changed_fields(&asset);
                     let id = id.into();
                     self.push_in(Kind::Asset, id, account, reason, Some(before), Some(after))
                 }
-                Some(_) => {}
             }
         }
     }

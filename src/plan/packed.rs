@@ -28,7 +28,8 @@ use std::fmt;
 use serde::de::{Deserialize, Deserializer};
 use serde::ser::{Error as _, Serialize, SerializeMap, SerializeSeq, Serializer};
 
-use crate::model::{Asset, FieldValue, Fields, Owner, Tags};
+use crate::model::packing::{write_length, write_text, Reader};
+use crate::model::{FieldValue, Fields};
 
 /// Fields, packed (see the module doc), owned. Equal packed fields are
 /// equal fields: [`Fields`] are sorted by name, so the bytes are
@@ -240,113 +241,7 @@ impl fmt::Debug for PackedChangeFields {
     }
 }
 
-/// An asset, packed: its fields in declaration order, each text as its
-/// length and bytes; the owner with a `u`/`g` tag; an absent creator or
-/// folder as a zero byte. About a third of an [`Asset`]'s memory, which
-/// holds a dozen separate strings.
-#[derive(Clone, PartialEq, Eq)]
-pub(crate) struct PackedAsset(Box<[u8]>);
-
-impl PackedAsset {
-    pub fn pack(asset: &Asset) -> PackedAsset {
-        let mut bytes = Vec::with_capacity(128);
-        write_text(&mut bytes, &asset.account);
-        match &asset.owner {
-            Owner::User(email) => {
-                bytes.push(b'u');
-                write_text(&mut bytes, email);
-            }
-            Owner::Group(name) => {
-                bytes.push(b'g');
-                write_text(&mut bytes, name);
-            }
-        }
-        for optional in [&asset.creator, &asset.folder] {
-            match optional {
-                None => bytes.push(0),
-                Some(text) => {
-                    bytes.push(1);
-                    write_text(&mut bytes, text);
-                }
-            }
-        }
-        write_length(&mut bytes, asset.versions.len());
-        for version in &asset.versions {
-            write_text(&mut bytes, version);
-        }
-        write_length(&mut bytes, asset.tags.len());
-        for (key, value) in asset.tags.iter() {
-            write_text(&mut bytes, key);
-            write_text(&mut bytes, value);
-        }
-        PackedAsset(bytes.into_boxed_slice())
-    }
-
-    /// The asset packed, as it was (`None` only for bytes `pack` never
-    /// makes).
-    pub fn unpack(&self) -> Option<Asset> {
-        let mut reader = Reader { bytes: &self.0 };
-        let account = reader.text()?.to_string();
-        let owner = match reader.byte()? {
-            b'u' => Owner::User(reader.text()?.to_string()),
-            b'g' => Owner::Group(reader.text()?.to_string()),
-            _ => return None,
-        };
-        let mut optional = || -> Option<Option<String>> {
-            match reader.byte()? {
-                0 => Some(None),
-                1 => Some(Some(reader.text()?.to_string())),
-                _ => None,
-            }
-        };
-        let creator = optional()?;
-        let folder = optional()?;
-        let count = reader.length()?;
-        let mut versions = Vec::with_capacity(count.min(reader.bytes.len()));
-        for _ in 0..count {
-            versions.push(reader.text()?.to_string());
-        }
-        let count = reader.length()?;
-        let mut tags = Tags::with_capacity(count.min(reader.bytes.len()));
-        for _ in 0..count {
-            let key = reader.text()?.to_string();
-            tags.insert(key, reader.text()?.to_string());
-        }
-        Some(Asset {
-            account,
-            owner,
-            creator,
-            folder,
-            versions,
-            tags,
-        })
-    }
-}
-
-impl fmt::Debug for PackedAsset {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.unpack().fmt(formatter)
-    }
-}
-
 // ---- writing ----
-
-fn write_length(bytes: &mut Vec<u8>, mut length: usize) {
-    loop {
-        let low = (length & 0x7f) as u8;
-        length >>= 7;
-        if length == 0 {
-            bytes.push(low);
-            return;
-        }
-        bytes.push(low | 0x80);
-    }
-}
-
-fn write_text(bytes: &mut Vec<u8>, text: &str) {
-    write_length(bytes, text.len());
-    bytes.extend_from_slice(text.as_bytes());
-}
 
 fn write_map(bytes: &mut Vec<u8>, map: &Fields) {
     write_length(bytes, map.len());
@@ -385,40 +280,7 @@ fn write_value(bytes: &mut Vec<u8>, value: &FieldValue) {
 
 // ---- reading ----
 
-/// Reads packed bytes from the front; `None` on bytes `pack` never makes.
-struct Reader<'a> {
-    bytes: &'a [u8],
-}
-
 impl<'a> Reader<'a> {
-    fn byte(&mut self) -> Option<u8> {
-        let (first, rest) = self.bytes.split_first()?;
-        self.bytes = rest;
-        Some(*first)
-    }
-
-    fn length(&mut self) -> Option<usize> {
-        let mut length = 0usize;
-        for shift in (0..usize::BITS).step_by(7) {
-            let byte = self.byte()?;
-            length |= usize::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                return Some(length);
-            }
-        }
-        None
-    }
-
-    fn text(&mut self) -> Option<&'a str> {
-        let length = self.length()?;
-        if length > self.bytes.len() {
-            return None;
-        }
-        let (text, rest) = self.bytes.split_at(length);
-        self.bytes = rest;
-        std::str::from_utf8(text).ok()
-    }
-
     fn map(&mut self) -> Option<Fields> {
         let count = self.length()?;
         let mut map = Fields::with_capacity(count.min(self.bytes.len()));
@@ -611,51 +473,6 @@ mod tests {
         assert_eq!((pair.before(), pair.after()), (None, None));
     }
 
-    fn asset_strategy() -> impl Strategy<Value = Asset> {
-        (
-            ".{0,20}",
-            (any::<bool>(), ".{0,30}"),
-            prop::option::of(".{0,30}"),
-            prop::option::of(".{0,30}"),
-            prop::collection::vec(".{0,30}", 0..5),
-            prop::collection::btree_map(".{0,10}", ".{0,200}", 0..6),
-        )
-            .prop_map(
-                |(account, (is_user, owner), creator, folder, versions, tags)| Asset {
-                    account,
-                    owner: if is_user {
-                        Owner::User(owner)
-                    } else {
-                        Owner::Group(owner)
-                    },
-                    creator,
-                    folder,
-                    versions,
-                    tags: tags.into_iter().collect(),
-                },
-            )
-    }
-
-    #[test]
-    fn a_reassigned_asset_packs_to_one_small_allocation() {
-        let asset = Asset {
-            account: "a0999".into(),
-            owner: Owner::Group("team-0".into()),
-            creator: Some("u42@a0999.ex.com".into()),
-            folder: Some("folder/a0999-f03".into()),
-            versions: vec!["u08@a0999.ex.com".into(), "u11@a0999.ex.com".into()],
-            tags: [
-                ("cost-center".to_string(), "cc-5".to_string()),
-                ("original-owner".to_string(), "u08@a0999.ex.com".to_string()),
-            ]
-            .into(),
-        };
-        let packed = PackedAsset::pack(&asset);
-        assert_eq!(packed.unpack(), Some(asset));
-        assert!(packed.0.len() < 140, "{}", packed.0.len());
-        assert_eq!(PackedAsset(Box::new([])).unpack(), None);
-    }
-
     fn value_strategy() -> impl Strategy<Value = serde_json::Value> {
         let leaf = prop_oneof![
             Just(serde_json::Value::Null),
@@ -675,12 +492,6 @@ mod tests {
     }
 
     proptest! {
-        #[test]
-        fn any_asset_packs_and_unpacks_as_it_was(asset in asset_strategy()) {
-            let packed = PackedAsset::pack(&asset);
-            prop_assert_eq!(packed.unpack(), Some(asset));
-        }
-
         #[test]
         fn any_fields_pack_unpack_and_serialize_as_they_were(
             map in prop::collection::btree_map(".{0,12}", value_strategy(), 0..8)

@@ -86,7 +86,9 @@ impl StateIndex {
         by_field!(Kind::Membership, &state.memberships);
         by_field!(Kind::Organization, &state.organizations);
         by_field!(Kind::License, &state.licenses);
-        by_field!(Kind::Asset, &state.assets);
+        for (id, asset) in state.assets.packed_iter() {
+            index.add(Kind::Asset, asset.account().unwrap_or_default(), id);
+        }
         by_field!(Kind::Grant, &state.grants);
         for (id, product) in &state.products {
             index

@@ -13,11 +13,11 @@ use std::sync::Arc;
 use crate::desired::{Desired, DesiredAccount};
 use crate::diagnostic::Diagnostic;
 use crate::model::{
-    email_domain, grant_id, Account, Asset, AssetKind, Grant, Group, Kind, License, Membership,
-    Organization, Owner, Product, Role, State, Timestamp, User, UserStatus,
+    email_domain, grant_id, Account, Asset, AssetKind, Assets, Grant, Group, Kind, License,
+    Membership, Organization, Owner, OwnerRef, PackedAsset, Product, Role, State, Timestamp, User,
+    UserStatus,
 };
 
-use super::packed::PackedAsset;
 use super::Pending;
 
 /// The target of every kind but assets, in full; assets as an overlay.
@@ -116,15 +116,15 @@ type HashIndex<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 /// ([`PackedAsset`]): a rule that moves a million assets holds a million
 /// of them, a third of the memory of as many [`Asset`]s.
 pub(crate) struct TargetAssets<'s> {
-    pub base: &'s BTreeMap<String, Asset>,
+    pub base: &'s Assets,
     pub overlay: BTreeMap<String, ChangedAsset>,
     /// Reasons of assets given before the asset is in the overlay; moved
     /// into its entry when it is put there.
     waiting_reasons: HashIndex<String, Arc<str>>,
     /// The state's assets by (account, owner), ids in order.
-    base_by_owner: HashIndex<(&'s str, &'s Owner), Vec<&'s str>>,
+    base_by_owner: HashIndex<(&'s str, OwnerRef<'s>), Vec<&'s str>>,
     /// How many ids of each `base_by_owner` list the overlay has taken.
-    base_taken: HashIndex<(&'s str, &'s Owner), usize>,
+    base_taken: HashIndex<(&'s str, OwnerRef<'s>), usize>,
     /// The overlay's assets by (account, owner).
     overlay_by_owner: HashIndex<(String, Owner), BTreeSet<String>>,
 }
@@ -137,12 +137,16 @@ pub(crate) struct ChangedAsset {
 }
 
 impl<'s> TargetAssets<'s> {
-    fn new(base: &'s BTreeMap<String, Asset>) -> Self {
+    fn new(base: &'s Assets) -> Self {
         let mut assets = TargetAssets::unindexed(base);
-        for (id, asset) in base {
+        for (id, asset) in base.packed_iter() {
+            // Read in place: a million assets are not unpacked for this.
+            let (Some(account), Some(owner)) = (asset.account(), asset.owner()) else {
+                continue;
+            };
             assets
                 .base_by_owner
-                .entry((asset.account.as_str(), &asset.owner))
+                .entry((account, owner))
                 .or_default()
                 .push(id.as_str());
         }
@@ -151,7 +155,7 @@ impl<'s> TargetAssets<'s> {
 
     /// The state's assets without their owner index: a stand-in for the
     /// steps that never look at assets while [`TargetAssets::new`] runs.
-    fn unindexed(base: &'s BTreeMap<String, Asset>) -> Self {
+    fn unindexed(base: &'s Assets) -> Self {
         TargetAssets {
             base,
             overlay: BTreeMap::new(),
@@ -162,12 +166,11 @@ impl<'s> TargetAssets<'s> {
         }
     }
 
-    /// Asset `id` of the target: borrowed from the state, or unpacked from
-    /// the overlay.
+    /// Asset `id` of the target, unpacked from the overlay or the state.
     pub fn get(&self, id: &str) -> Option<Cow<'_, Asset>> {
         match self.overlay.get(id) {
             Some(changed) => changed.asset.unpack().map(Cow::Owned),
-            None => self.base.get(id).map(Cow::Borrowed),
+            None => self.base.get(id).map(Cow::Owned),
         }
     }
 
@@ -180,12 +183,12 @@ impl<'s> TargetAssets<'s> {
     pub fn owned_by(&self, account: &str, owner: &Owner) -> Vec<String> {
         let from_base = self
             .base_by_owner
-            .get(&(account, owner))
+            .get(&(account, owner.borrowed()))
             .map(|ids| ids.as_slice())
             .unwrap_or_default();
         let taken = self
             .base_taken
-            .get(&(account, owner))
+            .get(&(account, owner.borrowed()))
             .copied()
             .unwrap_or_default();
         let from_overlay = self
@@ -220,7 +223,7 @@ impl<'s> TargetAssets<'s> {
             .base_by_owner
             .iter()
             .filter(|(key, ids)| ids.len() > self.base_taken.get(*key).copied().unwrap_or_default())
-            .map(|((account, owner), _)| (account.to_string(), (*owner).clone()))
+            .map(|((account, owner), _)| (account.to_string(), owner.to_owner()))
             .collect();
         owners.extend(
             self.overlay_by_owner
@@ -241,11 +244,10 @@ impl<'s> TargetAssets<'s> {
             }
             old.reason.clone()
         } else {
-            if let Some(old) = self.base.get(id) {
-                *self
-                    .base_taken
-                    .entry((old.account.as_str(), &old.owner))
-                    .or_default() += 1;
+            if let Some(old) = self.base.packed(id) {
+                if let (Some(account), Some(owner)) = (old.account(), old.owner()) {
+                    *self.base_taken.entry((account, owner)).or_default() += 1;
+                }
             }
             self.waiting_reasons.remove(id)
         };
@@ -1255,10 +1257,14 @@ impl<'a> Builder<'a> {
         // sorted by id, so the overlay is walked in step rather than looked
         // up a million times.
         let mut replaced = target.assets.overlay.keys().peekable();
-        for (id, asset) in target.assets.base {
+        for (id, packed) in target.assets.base.packed_iter() {
             while replaced.next_if(|replaced| *replaced < id).is_some() {}
-            if replaced.next_if(|replaced| *replaced == id).is_none() {
-                look(id, asset);
+            let is_replaced = replaced.next_if(|replaced| *replaced == id).is_some();
+            // Read in place: only assets with versions are unpacked.
+            if !is_replaced && packed.has_versions() {
+                if let Some(asset) = packed.unpack() {
+                    look(id, &asset);
+                }
             }
         }
         for (id, changed) in &target.assets.overlay {
@@ -1473,7 +1479,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::TargetAssets;
-    use crate::model::{Asset, Owner};
+    use crate::model::{Asset, Assets, Owner};
 
     fn asset(account: u8, owner: u8) -> Asset {
         Asset {
@@ -1492,10 +1498,11 @@ mod tests {
 
     /// The index answered from scratch: every asset, overlay over base.
     fn naive(
-        base: &BTreeMap<String, Asset>,
+        base: &Assets,
         overlay: &BTreeMap<String, super::ChangedAsset>,
     ) -> BTreeMap<(String, Owner), BTreeSet<String>> {
-        let mut all = base.clone();
+        let mut all: BTreeMap<String, Asset> =
+            base.iter().map(|(id, asset)| (id.clone(), asset)).collect();
         all.extend(
             overlay
                 .iter()
@@ -1516,7 +1523,7 @@ mod tests {
     /// `set_reason`, kept by `set_reason_if_absent`, kept across puts.
     #[test]
     fn an_asset_keeps_its_reason_whether_given_before_or_after_its_put() {
-        let base: BTreeMap<String, Asset> = [("a".to_string(), asset(0, 0))].into();
+        let base: Assets = [("a".to_string(), asset(0, 0))].into();
         let mut assets = TargetAssets::new(&base);
         assets.set_reason("a".into(), "first".into(), true);
         assets.set_reason("a".into(), "ignored".into(), false);
@@ -1548,7 +1555,7 @@ mod tests {
             base in proptest::collection::btree_map("[a-h]{1,2}", (0u8..3, 0u8..4), 0..30),
             puts in proptest::collection::vec(("[a-j]{1,2}", 0u8..3, 0u8..4), 0..30),
         ) {
-            let base: BTreeMap<String, Asset> = base
+            let base: Assets = base
                 .into_iter()
                 .map(|(id, (account, owner))| (id, asset(account, owner)))
                 .collect();

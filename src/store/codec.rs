@@ -10,8 +10,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeMap;
 
 use crate::model::{
-    Account, Asset, Fields, Grant, Group, Invoice, Kind, License, Membership, Organization,
-    Product, State, User,
+    Account, Asset, Assets, Fields, Grant, Group, Invoice, Kind, License, Membership, Organization,
+    PackedAsset, Product, State, User,
 };
 
 /// Generates [`Object`], one variant per kind, and the per-kind dispatch.
@@ -69,7 +69,7 @@ macro_rules! objects {
             state: State,
             /// What the pending records are.
             pending: Option<Pending>,
-            $($map: Vec<(String, $variant)>,)*
+            $($map: Vec<(String, <$variant as Keep>::Kept)>,)*
             invoices: Vec<(String, Invoice)>,
         }
 
@@ -86,7 +86,7 @@ macro_rules! objects {
                 match kind {
                     $(Kind::$variant => {
                         let object: $variant = from_stored(bytes)?;
-                        self.$map.push((id.to_string(), object));
+                        self.$map.push((id.to_string(), object.keep()));
                     })*
                 }
                 Ok(())
@@ -117,7 +117,7 @@ macro_rules! objects {
             }
 
             fn flush(&mut self) {
-                $(merge(&mut self.state.$map, std::mem::take(&mut self.$map));)*
+                $(merge(self.state.$map.kept(), std::mem::take(&mut self.$map));)*
                 merge(&mut self.state.invoices, std::mem::take(&mut self.invoices));
             }
         }
@@ -125,7 +125,7 @@ macro_rules! objects {
         /// The objects and invoices of two states read from disjoint key
         /// ranges.
         pub(crate) fn join_states(mut first: State, second: State) -> State {
-            $(join_maps(&mut first.$map, second.$map);)*
+            $(join_maps(first.$map.kept(), second.$map.into_kept());)*
             join_maps(&mut first.invoices, second.invoices);
             first
         }
@@ -172,6 +172,69 @@ pub(crate) fn from_stored<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> serde
     match std::str::from_utf8(bytes) {
         Ok(text) => serde_json::from_str(text),
         Err(_) => serde_json::from_slice(bytes),
+    }
+}
+
+/// How a state's map keeps an object of its kind: assets packed
+/// ([`PackedAsset`]), every other kind as it is.
+trait Keep {
+    type Kept;
+    fn keep(self) -> Self::Kept;
+}
+
+macro_rules! kept_as_they_are {
+    ($($type:ident),*) => {$(
+        impl Keep for $type {
+            type Kept = $type;
+            fn keep(self) -> $type {
+                self
+            }
+        }
+    )*};
+}
+
+kept_as_they_are!(
+    Account,
+    User,
+    Group,
+    Membership,
+    Organization,
+    Product,
+    License,
+    Grant
+);
+
+impl Keep for Asset {
+    type Kept = PackedAsset;
+    fn keep(self) -> PackedAsset {
+        PackedAsset::pack(&self)
+    }
+}
+
+/// A state's map of one kind, as the builder fills it in bulk.
+trait KeptMap {
+    type Kept;
+    fn kept(&mut self) -> &mut BTreeMap<String, Self::Kept>;
+    fn into_kept(self) -> BTreeMap<String, Self::Kept>;
+}
+
+impl<T> KeptMap for BTreeMap<String, T> {
+    type Kept = T;
+    fn kept(&mut self) -> &mut BTreeMap<String, T> {
+        self
+    }
+    fn into_kept(self) -> BTreeMap<String, T> {
+        self
+    }
+}
+
+impl KeptMap for Assets {
+    type Kept = PackedAsset;
+    fn kept(&mut self) -> &mut BTreeMap<String, PackedAsset> {
+        self.packed_map_mut()
+    }
+    fn into_kept(self) -> BTreeMap<String, PackedAsset> {
+        self.into_packed_map()
     }
 }
 

@@ -125,7 +125,11 @@ impl Store for DumpStore {
                 Kind::Organization => writer.objects(kind, &state.organizations)?,
                 Kind::Product => writer.objects(kind, &state.products)?,
                 Kind::License => writer.objects(kind, &state.licenses)?,
-                Kind::Asset => writer.objects(kind, &state.assets)?,
+                Kind::Asset => {
+                    for (id, asset) in state.assets.iter() {
+                        writer.object(kind.as_str(), id, &asset)?;
+                    }
+                }
                 Kind::Grant => writer.objects(kind, &state.grants)?,
             }
         }

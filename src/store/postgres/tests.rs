@@ -734,7 +734,7 @@ fn parted_commit<'a>(
     last: Option<Result<Commit<'static>, StoreError>>,
 ) -> Commit<'a> {
     let tagged = |n: usize| {
-        let mut object = state.assets[asset].clone();
+        let mut object = state.assets.get(asset).expect("asset");
         object.tags.insert("part".into(), n.to_string());
         crate::model::to_fields(&object)
     };
@@ -773,7 +773,13 @@ fn a_commit_in_parts_is_written_in_one_transaction_and_its_last_write_wins() {
         .expect("commit");
     let after = store.load().expect("load");
     assert_eq!(
-        after.assets[&asset].tags.get("part").map(String::as_str),
+        after
+            .assets
+            .get(&asset)
+            .expect("asset")
+            .tags
+            .get("part")
+            .map(String::as_str),
         Some("3")
     );
     let history = store.history(None).expect("history");
@@ -817,7 +823,12 @@ fn a_commit_whose_later_part_fails_writes_none_of_its_parts() {
         .commit(parted_commit(&state, &asset, 1, None))
         .expect("commit");
     assert_eq!(
-        store.load().expect("load").assets[&asset]
+        store
+            .load()
+            .expect("load")
+            .assets
+            .get(&asset)
+            .expect("asset")
             .tags
             .get("part")
             .map(String::as_str),
