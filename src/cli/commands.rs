@@ -15,7 +15,7 @@ use crate::apply::{self, ApplyContext};
 use crate::desired::Desired;
 use crate::diagnostic::Diagnostic;
 use crate::model::{to_fields, FieldValue, Fields, Kind, State, UserStatus};
-use crate::plan::{self, Action, Change, ChangeId, Plan, PlanConfig};
+use crate::plan::{self, Action, Change, Plan, PlanConfig};
 use crate::reconcile::{self, ReconcileError, ReconcileOptions};
 use crate::render;
 use crate::store::{self, Access, Commit, HistoryEntry, Store};
@@ -312,18 +312,31 @@ fn plan_command(args: &PlanArgs, config: &Config) -> Result<Outcome> {
     Ok(outcome)
 }
 
+/// Reads a saved plan, streaming: a plan of a million transfers is half a
+/// gigabyte of JSON, which as a `serde_json::Value` would take several.
+/// A first pass reads only `format_version` (so that a plan of another
+/// version is named as such, whatever else changed); the second reads the
+/// plan itself. Every change's id must match its content, and an id deed
+/// never makes is refused the same way, as an edit.
 fn read_plan_file(path: &Path) -> Result<Plan> {
+    #[derive(serde::Deserialize)]
+    struct Header {
+        format_version: Option<serde_json::Value>,
+    }
     let size = std::fs::metadata(path)
         .with_context(|| format!("cannot read plan {}", path.display()))?
         .len();
     if size > MAX_INPUT_BYTES {
         bail!("plan {} is larger than 1 GiB", path.display());
     }
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read plan {}", path.display()))?;
-    let value: serde_json::Value = serde_json::from_str(&text)
+    let open = || -> Result<_> {
+        let file = std::fs::File::open(path)
+            .with_context(|| format!("cannot read plan {}", path.display()))?;
+        Ok(std::io::BufReader::with_capacity(1 << 16, file))
+    };
+    let header: Header = serde_json::from_reader(open()?)
         .with_context(|| format!("{}: not a JSON plan", path.display()))?;
-    match value.get("format_version").and_then(|v| v.as_u64()) {
+    match header.format_version.as_ref().and_then(|v| v.as_u64()) {
         Some(version) if version == u64::from(plan::FORMAT_VERSION) => {}
         Some(version) => bail!(
             "{}: plan format_version {version} is not supported (this deed reads version {})",
@@ -332,23 +345,7 @@ fn read_plan_file(path: &Path) -> Result<Plan> {
         ),
         None => bail!("{}: not a deed plan (no format_version)", path.display()),
     }
-    // An id deed never makes was edited by hand: said so, as for an id
-    // that does not match its change (below), not as a malformed plan.
-    let ids = value
-        .get("changes")
-        .and_then(|changes| changes.as_array())
-        .into_iter()
-        .flatten()
-        .filter_map(|change| change.get("id")?.as_str());
-    for id in ids {
-        if ChangeId::parse(id).is_none() {
-            bail!(
-                "{}: change {id} was edited after the plan was made (its id is not one deed makes)",
-                path.display()
-            );
-        }
-    }
-    let plan: Plan = serde_json::from_value(value)
+    let plan: Plan = serde_json::from_reader(open()?)
         .with_context(|| format!("{}: not a valid deed plan", path.display()))?;
     for change in &plan.changes {
         if change.content_id() != change.id {

@@ -259,9 +259,11 @@ impl Serialize for ChangeId {
 impl<'de> Deserialize<'de> for ChangeId {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = std::borrow::Cow::<str>::deserialize(deserializer)?;
+        // Only an edit makes another id: said so, as for an id that does
+        // not match its change.
         ChangeId::parse(&text).ok_or_else(|| {
             serde::de::Error::custom(format!(
-                "change id {text:?} is not one deed makes (`c-` and 16 hex digits)"
+                "change {text} was edited after the plan was made (its id is not one deed makes: `c-` and 16 hex digits)"
             ))
         })
     }
