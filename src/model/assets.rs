@@ -196,11 +196,7 @@ impl PackedAsset {
     pub fn unpack(&self) -> Option<Asset> {
         let mut reader = Reader::new(&self.0);
         let account = reader.text()?.to_string();
-        let owner = match reader.byte()? {
-            b'u' => Owner::User(reader.text()?.to_string()),
-            b'g' => Owner::Group(reader.text()?.to_string()),
-            _ => return None,
-        };
+        let owner = owner(&mut reader)?.to_owner();
         let mut optional = || -> Option<Option<String>> {
             match reader.byte()? {
                 0 => Some(None),
@@ -230,9 +226,7 @@ impl PackedAsset {
             tags,
         })
     }
-}
 
-impl PackedAsset {
     /// The asset's account, read in place.
     pub fn account(&self) -> Option<&str> {
         Reader::new(&self.0).text()

@@ -236,18 +236,6 @@ impl fmt::Debug for ChangeId {
     }
 }
 
-impl PartialEq<str> for ChangeId {
-    fn eq(&self, other: &str) -> bool {
-        self.text() == other.as_bytes()
-    }
-}
-
-impl PartialEq<&str> for ChangeId {
-    fn eq(&self, other: &&str) -> bool {
-        self == *other
-    }
-}
-
 impl Serialize for ChangeId {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let text = self.text();
@@ -437,4 +425,47 @@ impl Plan {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn only_ids_deed_makes_parse() {
+        for text in [
+            "c-0123456789ABCDEF",
+            "c-0123456789abcde",
+            "c-0123456789abcdef0",
+            "c-0123456789abcdeg",
+            "d-0123456789abcdef",
+            "c-+123456789abcdef",
+            "",
+        ] {
+            assert_eq!(ChangeId::parse(text), None, "{text}");
+            let json = serde_json::to_string(text).unwrap();
+            let error = serde_json::from_str::<ChangeId>(&json).unwrap_err();
+            assert!(
+                error
+                    .to_string()
+                    .contains("was edited after the plan was made"),
+                "{error}"
+            );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn an_id_prints_parses_and_serializes_as_the_hash_it_is(hash in any::<u64>()) {
+            let id = ChangeId(hash);
+            let text = id.to_string();
+            prop_assert_eq!(text.as_bytes(), &id.text()[..]);
+            prop_assert_eq!(&text, &format!("c-{hash:016x}"));
+            prop_assert_eq!(ChangeId::parse(&text), Some(id));
+            let json = serde_json::to_string(&id).unwrap();
+            prop_assert_eq!(&json, &format!("\"{text}\""));
+            prop_assert_eq!(serde_json::from_str::<ChangeId>(&json).unwrap(), id);
+        }
+    }
 }

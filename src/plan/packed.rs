@@ -1,10 +1,12 @@
-//! Compact forms of what the planner holds by the million, each one
-//! allocation instead of a tree of maps and strings: [`PackedChangeFields`],
-//! the `before` and `after` of a [`Change`](super::Change) (each read as a
-//! [`PackedFieldsRef`]; [`PackedFields`] is one side alone), and [`PackedAsset`],
-//! an asset the target changes (a `reassign` rule may change a million).
+//! The compact form of what a plan holds by the million, one allocation
+//! instead of a tree of maps and strings: [`PackedChangeFields`], the
+//! `before` and `after` of a [`Change`](super::Change), each side read as a
+//! [`PackedFieldsRef`] ([`PackedFields`] is one side alone, owned). Assets,
+//! of the state and of the target's overlay, are packed the same way by
+//! [`crate::model::PackedAsset`]; both use the primitives of
+//! `model/packing.rs`.
 //!
-//! A plan holds two of them per change, and a rule that moves a million
+//! A plan holds two sides per change, and a rule that moves a million
 //! assets makes a million changes. As [`Fields`], an asset's owner and
 //! tags took about fifteen allocations (each name, each value, each map's
 //! vector); packed, they are one run of bytes, about a third of the size.
