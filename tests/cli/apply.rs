@@ -490,3 +490,43 @@ fn an_account_whose_last_fragment_is_deleted_is_removed_only_when_it_holds_nothi
     workspace.deed(&["state", "check"]).ok();
     assert_eq!(workspace.deed(&["plan"]).ok().stdout.trim(), NO_CHANGES);
 }
+
+#[test]
+fn plan_and_apply_log_how_long_each_step_took_at_debug_level() {
+    let workspace = Workspace::with_specs(&[("acme.yaml", ACME)]);
+    let logged = |command: &str| {
+        let output = super::util::deed_command(workspace.root())
+            .arg("--specs")
+            .arg(workspace.specs())
+            .arg("--state")
+            .arg(workspace.state())
+            .arg(command)
+            .env("DEED_LOG", "deed=debug")
+            .output()
+            .expect("run deed");
+        assert!(output.status.success(), "deed {command} failed");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let planned = logged("plan");
+    assert!(
+        ["specs_ms=", "state_ms=", "plan_ms=", "changes=", "planned"]
+            .iter()
+            .all(|part| planned.contains(part)),
+        "{planned}"
+    );
+    let applied = logged("apply");
+    assert!(
+        [
+            "specs_ms=",
+            "state_ms=",
+            "plan_ms=",
+            "commit_ms=",
+            "applied"
+        ]
+        .iter()
+        .all(|part| applied.contains(part)),
+        "{applied}"
+    );
+    // Without DEED_LOG, nothing is logged.
+    assert_eq!(workspace.deed(&["plan"]).ok().stderr, "");
+}
