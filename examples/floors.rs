@@ -14,7 +14,12 @@
 //! floors rewrite STATE_DIR N    open a copy of a deed sled state and rewrite
 //!                               the values of N asset records (fewer if the
 //!                               state holds fewer), in batches of 250
-//!                               (`--batch B`), then flush
+//!                               (`--batch B`), then flush; with `--history`,
+//!                               each batch also holds, per asset, a record
+//!                               the size of the history entry the contract
+//!                               asks deed to keep for each change (a
+//!                               reference for what deed must write, not the
+//!                               issue's floor)
 //! ```
 //!
 //! Each prints one line `floor=NAME seconds=S items=N` (the time measured
@@ -33,15 +38,21 @@ fn main() {
         Some("scan") if args.len() == 2 => scan(Path::new(&args[1])),
         Some("rewrite") if args.len() >= 3 => {
             let n: usize = args[2].parse().unwrap_or_else(|_| usage());
-            let batch = match args.get(3).map(String::as_str) {
-                Some("--batch") => args
-                    .get(4)
-                    .and_then(|b| b.parse().ok())
-                    .unwrap_or_else(|| usage()),
-                None => 250,
-                Some(_) => usage(),
-            };
-            rewrite(Path::new(&args[1]), n, batch)
+            let (mut batch, mut history) = (250, false);
+            let mut options = args[3..].iter();
+            while let Some(option) = options.next() {
+                match option.as_str() {
+                    "--batch" => {
+                        batch = options
+                            .next()
+                            .and_then(|b| b.parse().ok())
+                            .unwrap_or_else(|| usage())
+                    }
+                    "--history" => history = true,
+                    _ => usage(),
+                }
+            }
+            rewrite(Path::new(&args[1]), n, batch, history)
         }
         _ => usage(),
     };
@@ -53,7 +64,7 @@ fn main() {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: floors parse SPECS_DIR | floors scan STATE_DIR | floors rewrite STATE_DIR N [--batch B]"
+        "usage: floors parse SPECS_DIR | floors scan STATE_DIR | floors rewrite STATE_DIR N [--batch B] [--history]"
     );
     std::process::exit(2)
 }
@@ -118,11 +129,21 @@ fn scan(state: &Path) -> Result<()> {
 }
 
 /// Rewrites the values of up to `n` asset records in batches of `batch`
-/// (each value gets a changed tag), then flushes.
-fn rewrite(state: &Path, n: usize, batch_size: usize) -> Result<()> {
+/// (each value gets a changed tag), then flushes. With `history`, each
+/// rewrite also adds a record shaped like deed's history entry of the
+/// transfer (the old and the new value inside; deed's history keys, after
+/// the last one in the state).
+fn rewrite(state: &Path, n: usize, batch_size: usize, history: bool) -> Result<()> {
     let start = Instant::now();
     let db = open(state)?;
     let prefix: &[u8] = b"o\0asset\0";
+    let mut seq = match db.scan_prefix(b"h\0").next_back() {
+        Some(item) => {
+            let (key, _) = item?;
+            std::str::from_utf8(&key[2..])?.parse::<u64>()?
+        }
+        None => 0,
+    };
     let mut batch = sled::Batch::default();
     let (mut in_batch, mut items) = (0usize, 0usize);
     for item in db.scan_prefix(prefix).take(n) {
@@ -130,10 +151,24 @@ fn rewrite(state: &Path, n: usize, batch_size: usize) -> Result<()> {
         // The same record with one more byte, as a transfer would change it.
         let mut new_value = value.to_vec();
         new_value.push(b' ');
+        if history {
+            seq += 1;
+            let entry = format!(
+                "{{\"seq\":{seq},\"time\":\"2026-11-23T12:00:00Z\",\"plan_id\":\"p-0000000000000000\",\
+                 \"actor\":null,\"revision\":null,\"change\":{{\"id\":\"c-{seq:016x}\",\
+                 \"action\":\"transfer\",\"kind\":\"asset\",\"object\":{:?},\"account\":\"a0000\",\
+                 \"before\":{},\"after\":{},\"reason\":\"reassigned by a rule\"}}}}",
+                String::from_utf8_lossy(&key[prefix.len()..]),
+                String::from_utf8_lossy(&value),
+                String::from_utf8_lossy(&new_value),
+            );
+            batch.insert(format!("h\0{seq:020}").into_bytes(), entry.into_bytes());
+        }
         batch.insert(key, new_value);
-        in_batch += 1;
+        // Batches of `batch` records, as deed's journal replays them.
+        in_batch += 1 + usize::from(history);
         items += 1;
-        if in_batch == batch_size {
+        if in_batch >= batch_size {
             db.apply_batch(std::mem::take(&mut batch))?;
             in_batch = 0;
         }
@@ -144,7 +179,7 @@ fn rewrite(state: &Path, n: usize, batch_size: usize) -> Result<()> {
     db.flush()?;
     let total = start.elapsed();
     println!(
-        "floor=rewrite seconds={:.3} items={items} batch={batch_size}",
+        "floor=rewrite seconds={:.3} items={items} batch={batch_size} history={history}",
         total.as_secs_f64()
     );
     Ok(())
