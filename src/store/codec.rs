@@ -287,11 +287,13 @@ pub(crate) mod keys {
     pub(crate) const OBJECTS: &[u8] = b"o\0";
     /// Invoices: `i\0<id>`.
     pub(crate) const INVOICES: &[u8] = b"i\0";
-    /// History: `h\0<seq, 20 digits>`.
+    /// History: `h\0<seq, 20 digits>`, the seq of the first entry of a
+    /// group (see `history_groups`).
     pub(crate) const HISTORY: &[u8] = b"h\0";
     /// Outbox: `n\0<id>`.
     pub(crate) const OUTBOX: &[u8] = b"n\0";
-    /// The layout version ([`crate::store::SCHEMA_VERSION`]), decimal.
+    /// The layout version
+    /// ([`crate::store::sled_store::SLED_SCHEMA_VERSION`]), decimal.
     pub(crate) const SCHEMA_VERSION: &[u8] = b"m\0schema_version";
     /// The last history seq, decimal; absent while the history is empty.
     pub(crate) const HISTORY_SEQ: &[u8] = b"m\0history_seq";
@@ -319,6 +321,15 @@ pub(crate) mod keys {
 
     pub(crate) fn history(seq: u64) -> Vec<u8> {
         [HISTORY, format!("{seq:020}").as_bytes()].concat()
+    }
+
+    /// The seq in a history key.
+    pub(crate) fn parse_history(key: &[u8]) -> Option<u64> {
+        let digits = key.strip_prefix(HISTORY)?;
+        if digits.len() != 20 || !digits.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        std::str::from_utf8(digits).ok()?.parse().ok()
     }
 
     pub(crate) fn notification(id: &str) -> Vec<u8> {
@@ -410,5 +421,12 @@ mod tests {
         );
         assert_eq!(keys::parse_object(b"o\0nope\0x"), None);
         assert_eq!(keys::history(42), b"h\x0000000000000000000042".to_vec());
+        assert_eq!(keys::parse_history(&keys::history(42)), Some(42));
+        assert_eq!(
+            keys::parse_history(&keys::history(u64::MAX)),
+            Some(u64::MAX)
+        );
+        assert_eq!(keys::parse_history(b"h\x00042"), None);
+        assert_eq!(keys::parse_history(b"h\x00-0000000000000000042"), None);
     }
 }

@@ -22,7 +22,8 @@ use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::codec::{keys, kind_named, Object};
-use super::sled_store::{encode, SledStore};
+use super::history_groups::GroupWriter;
+use super::sled_store::{encode, encode_error, layout_version, SledStore};
 use super::{Commit, HistoryEntry, Notification, Store, StoreError, SCHEMA_VERSION};
 use crate::model::{Invoice, Kind, State};
 
@@ -164,6 +165,7 @@ pub fn restore(store: &SledStore, dump_path: &Path) -> Result<(), StoreError> {
     batch.insert(keys::RESTORE_INCOMPLETE, b"1".as_slice());
     let mut pending = 1;
     let mut last_seq = 0;
+    let mut history = GroupWriter::default();
     let path = store.path();
     read_dump(dump_path, |record| {
         let (key, bytes) = match record {
@@ -179,7 +181,10 @@ pub fn restore(store: &SledStore, dump_path: &Path) -> Result<(), StoreError> {
             Record::Invoice { id, invoice } => (keys::invoice(&id), encode(path, &invoice)?),
             Record::History(entry) => {
                 last_seq = entry.seq;
-                (keys::history(entry.seq), encode(path, &entry)?)
+                match history.push(&entry).map_err(encode_error(path))? {
+                    Some(group) => group,
+                    None => return Ok(()),
+                }
             }
             Record::Notification(notification) => (
                 keys::notification(&notification.id),
@@ -194,8 +199,12 @@ pub fn restore(store: &SledStore, dump_path: &Path) -> Result<(), StoreError> {
         }
         Ok(())
     })?;
+    if let Some((key, value)) = history.finish() {
+        batch.insert(key, value);
+    }
     if last_seq > 0 {
         batch.insert(keys::HISTORY_SEQ, last_seq.to_string().as_bytes());
+        batch.insert(keys::SCHEMA_VERSION, layout_version());
     }
     batch.remove(keys::RESTORE_INCOMPLETE);
     store.apply_raw(batch, true)
@@ -220,8 +229,9 @@ pub(crate) fn write_sled(store: &SledStore, out: &mut dyn Write) -> Result<(), S
     }
     for item in store.scan(keys::HISTORY) {
         let (key, value) = item?;
-        let entry: HistoryEntry = store.decode(&key, &value)?;
-        writer.history(&entry)?;
+        for entry in store.decode_history(&key, &value)? {
+            writer.history(&entry)?;
+        }
     }
     for item in store.scan(keys::OUTBOX) {
         let (key, value) = item?;

@@ -16,6 +16,7 @@
 
 mod codec;
 pub mod dump;
+mod history_groups;
 mod journal;
 pub mod postgres;
 pub mod sled_store;
@@ -27,8 +28,10 @@ use serde::{Deserialize, Serialize};
 use crate::model::{Fields, Invoice, Kind, State, Timestamp};
 use crate::plan::Change;
 
-/// The version of the stored layout. Opening a state written with a newer
-/// one fails.
+/// The version of the records' schema in a dump (the `schema_version` of
+/// its header); a dump with a newer one is refused. The sled layout has its
+/// own version ([`sled_store::SLED_SCHEMA_VERSION`]), PostgreSQL's its own
+/// too ([`postgres::POSTGRES_SCHEMA_VERSION`]).
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// One applied change, as the history keeps it.

@@ -3,7 +3,10 @@
 //! Layout: one sled tree. Keys carry a prefix per record type (see
 //! `codec::keys`): objects `o\0<kind>\0<id>`, invoices `i\0<id>`, history
 //! `h\0<seq, 20 digits>`, outbox `n\0<id>`, meta `m\0schema_version` and
-//! `m\0history_seq`. Values are the serde_json bytes of the typed structs.
+//! `m\0history_seq`. Values are the serde_json bytes of the typed structs;
+//! a history record holds a group of consecutive entries (see
+//! [`super::history_groups`]), or one entry in a state written before
+//! layout 2.
 //!
 //! A small commit is one atomic `apply_batch`. A large one (past
 //! `journal::SMALL_RECORDS` records) is encoded part by part, as the
@@ -24,12 +27,20 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use super::codec::{join_states, keys, Object, StateBuilder};
+use super::history_groups::{self, GroupWriter};
 use super::{journal, CommitProgress};
-use super::{Commit, HistoryEntry, Notification, Store, StoreError, SCHEMA_VERSION};
+use super::{Commit, HistoryEntry, Notification, Store, StoreError};
 use crate::model::State;
 
 /// The lock file inside the state folder.
 pub const LOCK_FILE: &str = "deed.lock";
+
+/// The version of the sled layout (`m\0schema_version`). 1: one history
+/// entry per record. 2: history entries in groups (a layout 1 state is
+/// read as it is, and marked 2 by the first commit that writes a group, so
+/// an older deed refuses it instead of misreading its history). A state
+/// with a newer version is refused.
+pub const SLED_SCHEMA_VERSION: u32 = 2;
 
 /// sled's page cache. Left alone, sled 0.34 caches up to 1 GiB, and its
 /// memory grows well past that with a million small keys. At 128 MiB the
@@ -226,18 +237,21 @@ impl SledStore {
                     return Err(self.corrupt(keys::SCHEMA_VERSION, "missing schema version"));
                 }
                 self.db
-                    .insert(keys::SCHEMA_VERSION, SCHEMA_VERSION.to_string().as_bytes())
+                    .insert(
+                        keys::SCHEMA_VERSION,
+                        SLED_SCHEMA_VERSION.to_string().as_bytes(),
+                    )
                     .map_err(|source| self.sled_error(source))?;
                 self.flush()?;
             }
             Some(bytes) => {
                 let found: u32 = parse_decimal(&bytes)
                     .ok_or_else(|| self.corrupt(keys::SCHEMA_VERSION, "not a number"))?;
-                if found > SCHEMA_VERSION {
+                if found > SLED_SCHEMA_VERSION {
                     return Err(StoreError::NewerSchema {
                         path: self.path.clone(),
                         found,
-                        supported: SCHEMA_VERSION,
+                        supported: SLED_SCHEMA_VERSION,
                     });
                 }
             }
@@ -284,6 +298,16 @@ impl SledStore {
         serde_json::from_slice(value).map_err(|error| self.corrupt(key, error))
     }
 
+    /// Decodes a history record into its entries (see
+    /// [`history_groups::decode_group`]).
+    pub(crate) fn decode_history(
+        &self,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        history_groups::decode_group(key, value).map_err(|message| self.corrupt(key, message))
+    }
+
     /// Decodes an object record into its kind, id and typed object.
     pub(crate) fn decode_object<'k>(
         &self,
@@ -319,6 +343,7 @@ impl SledStore {
         }
         let mut writer = journal::Writer::new(&self.path);
         let mut seq: Option<u64> = None;
+        let mut history = GroupWriter::default();
         for part in commit.into_parts() {
             let part = part?;
             let records = part.own_records() as u64;
@@ -356,7 +381,11 @@ impl SledStore {
                 };
                 seq = Some(next);
                 entry.seq = next;
-                writer.insert(keys::history(next), encode(&self.path, &entry)?)?;
+                if let Some((key, value)) =
+                    history.push(&entry).map_err(encode_error(&self.path))?
+                {
+                    writer.insert(key, value)?;
+                }
             }
             for notification in part.notifications {
                 let key = keys::notification(&notification.id);
@@ -366,8 +395,12 @@ impl SledStore {
                 progress.advance(records);
             }
         }
+        if let Some((key, value)) = history.finish() {
+            writer.insert(key, value)?;
+        }
         if let Some(seq) = seq {
             writer.insert(keys::HISTORY_SEQ.to_vec(), seq.to_string().into_bytes())?;
+            writer.insert(keys::SCHEMA_VERSION.to_vec(), layout_version())?;
         }
         match writer.finish()? {
             journal::Finished::Batch(batch) => self.apply_raw(batch, true),
@@ -572,23 +605,29 @@ impl Store for SledStore {
 
     fn history(&self, limit: Option<usize>) -> Result<Vec<HistoryEntry>, StoreError> {
         let _read = self.read();
-        let decode = |item: Result<(sled::IVec, sled::IVec), StoreError>| {
+        let mut groups = Vec::new();
+        let mut entries = 0;
+        let wanted = limit.unwrap_or(usize::MAX);
+        // The last groups, newest first, until they hold `limit` entries.
+        let mut records = self.scan(keys::HISTORY);
+        while entries < wanted {
+            let Some(item) = (if limit.is_some() {
+                records.next_back()
+            } else {
+                records.next()
+            }) else {
+                break;
+            };
             let (key, value) = item?;
-            self.decode::<HistoryEntry>(&key, &value)
-        };
-        match limit {
-            None => self.scan(keys::HISTORY).map(decode).collect(),
-            Some(limit) => {
-                let mut entries = self
-                    .scan(keys::HISTORY)
-                    .rev()
-                    .take(limit)
-                    .map(decode)
-                    .collect::<Result<Vec<_>, _>>()?;
-                entries.reverse();
-                Ok(entries)
-            }
+            let group = self.decode_history(&key, &value)?;
+            entries += group.len();
+            groups.push(group);
         }
+        if limit.is_some() {
+            groups.reverse();
+        }
+        let skip = entries.saturating_sub(wanted);
+        Ok(groups.into_iter().flatten().skip(skip).collect())
     }
 
     fn outbox(&self) -> Result<Vec<Notification>, StoreError> {
@@ -700,11 +739,21 @@ fn is_sled_lock_error(error: &std::io::Error) -> bool {
 }
 
 pub(crate) fn encode<T: serde::Serialize>(path: &Path, value: &T) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(value).map_err(|error| StoreError::Corrupt {
+    serde_json::to_vec(value).map_err(encode_error(path))
+}
+
+/// The error of a record that cannot be encoded, in the state at `path`.
+pub(crate) fn encode_error(path: &Path) -> impl Fn(serde_json::Error) -> StoreError + '_ {
+    move |error| StoreError::Corrupt {
         path: path.to_path_buf(),
         key: String::new(),
         message: format!("cannot encode a record: {error}"),
-    })
+    }
+}
+
+/// The value of `m\0schema_version` in a state holding grouped history.
+pub(crate) fn layout_version() -> Vec<u8> {
+    SLED_SCHEMA_VERSION.to_string().into_bytes()
 }
 
 fn parse_decimal<T: std::str::FromStr>(bytes: &[u8]) -> Option<T> {
@@ -963,6 +1012,67 @@ pub(crate) mod tests {
         assert_eq!(store.history(Some(100)).expect("history").len(), 13);
     }
 
+    /// A state written with layout 1 (one history entry per record) keeps
+    /// its history; the first commit that adds a group marks it layout 2.
+    #[test]
+    fn a_layout_1_history_is_read_and_continued_in_groups() {
+        let folder = tempfile::tempdir().expect("tempdir");
+        let store = SledStore::open(folder.path(), false).expect("open");
+        let mut batch = sled::Batch::default();
+        for seq in 1..=3 {
+            let single = HistoryEntry {
+                seq,
+                ..entry(&format!("old-{seq}"))
+            };
+            batch.insert(
+                keys::history(seq),
+                encode(&store.path, &single).expect("encode"),
+            );
+        }
+        batch.insert(keys::HISTORY_SEQ, b"3".as_slice());
+        batch.insert(keys::SCHEMA_VERSION, b"1".as_slice());
+        store.apply_raw(batch, true).expect("layout 1 records");
+        drop(store);
+
+        let store = SledStore::open(folder.path(), false).expect("open layout 1");
+        assert_eq!(store.history(None).expect("history").len(), 3);
+        assert_eq!(
+            store.db.get(keys::SCHEMA_VERSION).expect("get").as_deref(),
+            Some(b"1".as_slice()),
+            "reading leaves the layout alone"
+        );
+        let added = 300;
+        store
+            .commit(Commit {
+                history: (0..added).map(|n| entry(&format!("new-{n}"))).collect(),
+                ..Commit::default()
+            })
+            .expect("commit");
+        assert_eq!(
+            store.db.get(keys::SCHEMA_VERSION).expect("get").as_deref(),
+            Some(layout_version().as_slice())
+        );
+        let total = 3 + added as u64;
+        let groups = store.scan(keys::HISTORY).count() - 3;
+        assert!(
+            groups > 1 && groups < added / 10,
+            "{groups} groups of {added} entries"
+        );
+        let all = store.history(None).expect("history");
+        assert_eq!(
+            all.iter().map(|entry| entry.seq).collect::<Vec<_>>(),
+            (1..=total).collect::<Vec<_>>()
+        );
+        assert_eq!(&*all[2].change.object, "old-3");
+        assert_eq!(&*all[3].change.object, "new-0");
+        for limit in [1, 9, 10, 11, 260, added, added + 1, added + 3, added + 50] {
+            let last = store.history(Some(limit)).expect("history");
+            assert_eq!(last.len(), limit.min(total as usize), "limit {limit}");
+            assert_eq!(last.last().map(|entry| entry.seq), Some(total));
+            assert_eq!(last[..], all[all.len() - last.len()..], "limit {limit}");
+        }
+    }
+
     #[test]
     fn notifications_are_upserted_by_id_and_marked_delivered() {
         let folder = tempfile::tempdir().expect("tempdir");
@@ -1064,9 +1174,9 @@ pub(crate) mod tests {
         let store = SledStore::open(folder.path(), false).expect("open");
         assert_eq!(
             store.db.get(keys::SCHEMA_VERSION).expect("get").as_deref(),
-            Some(SCHEMA_VERSION.to_string().as_bytes())
+            Some(SLED_SCHEMA_VERSION.to_string().as_bytes())
         );
-        let newer = (SCHEMA_VERSION + 1).to_string();
+        let newer = (SLED_SCHEMA_VERSION + 1).to_string();
         store
             .db
             .insert(keys::SCHEMA_VERSION, newer.as_bytes())
@@ -1076,7 +1186,10 @@ pub(crate) mod tests {
         match SledStore::open(folder.path(), false) {
             Err(StoreError::NewerSchema {
                 found, supported, ..
-            }) => assert_eq!((found, supported), (SCHEMA_VERSION + 1, SCHEMA_VERSION)),
+            }) => assert_eq!(
+                (found, supported),
+                (SLED_SCHEMA_VERSION + 1, SLED_SCHEMA_VERSION)
+            ),
             other => panic!("expected NewerSchema, got {:?}", other.map(|_| ())),
         }
     }

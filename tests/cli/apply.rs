@@ -390,10 +390,94 @@ fn a_state_of_a_newer_schema_is_refused_naming_both_versions() {
     ] {
         let run = workspace.deed(command).fails();
         assert!(
-            run.stderr.contains("schema version 7") && run.stderr.contains("(1)"),
+            run.stderr.contains("schema version 7") && run.stderr.contains("(2)"),
             "names the versions:\n{run}"
         );
     }
+}
+
+/// Rewrites the history of the sled state at `state` as deed wrote it
+/// before layout 2: one record per entry, schema version 1.
+fn rewrite_as_layout_1(state: &std::path::Path) {
+    let db = sled::Config::new().path(state).open().expect("open sled");
+    let records: Vec<_> = db
+        .scan_prefix(b"h\0")
+        .map(|item| item.expect("read"))
+        .collect();
+    assert!(!records.is_empty());
+    let mut batch = sled::Batch::default();
+    for (key, value) in records {
+        let group: Vec<serde_json::Value> = serde_json::from_slice(&value).expect("a group");
+        batch.remove(key);
+        for entry in group {
+            let seq = entry["seq"].as_u64().expect("seq");
+            let key = format!("h\0{seq:020}");
+            batch.insert(key.as_bytes(), serde_json::to_vec(&entry).expect("encode"));
+        }
+    }
+    batch.insert(b"m\0schema_version".as_slice(), b"1".as_slice());
+    db.apply_batch(batch).expect("write");
+    db.flush().expect("flush");
+}
+
+#[test]
+fn a_state_of_layout_1_keeps_its_history_and_continues_it() {
+    let workspace = applied();
+    let history = workspace.deed(&["history", "--format", "json"]).ok().stdout;
+    let dump = workspace.dump_bytes();
+    rewrite_as_layout_1(&workspace.state());
+    assert_eq!(
+        sled::Config::new()
+            .path(workspace.state())
+            .open()
+            .expect("open sled")
+            .scan_prefix(b"h\0")
+            .count(),
+        16,
+        "one record per entry"
+    );
+
+    assert_eq!(
+        workspace.deed(&["history", "--format", "json"]).ok().stdout,
+        history
+    );
+    let last_two = workspace
+        .deed(&["history", "--limit", "2", "--format", "json"])
+        .ok()
+        .stdout;
+    assert_eq!(last_two.lines().count(), 2, "{last_two}");
+    assert!(history.ends_with(&last_two));
+    assert_eq!(workspace.dump_bytes(), dump);
+    workspace.deed(&["state", "check"]).ok();
+
+    workspace.write(
+        "acme.yaml",
+        &ACME.replace(
+            "bob@acme.com: {role: admin}",
+            "bob@acme.com: {role: viewer}",
+        ),
+    );
+    workspace.apply();
+    let after = workspace.deed(&["history", "--format", "json"]).ok().stdout;
+    assert_eq!(after.lines().count(), 17);
+    assert!(after.starts_with(&history), "the old entries stay first");
+    let last = workspace
+        .deed(&["history", "--limit", "1", "--format", "json"])
+        .ok()
+        .json();
+    assert_eq!(
+        (last["seq"].as_u64(), last["change"]["object"].as_str()),
+        (Some(17), Some("bob@acme.com"))
+    );
+    let db = sled::Config::new()
+        .path(workspace.state())
+        .open()
+        .expect("open sled");
+    assert_eq!(
+        db.get(b"m\0schema_version").expect("get").as_deref(),
+        Some(b"2".as_slice()),
+        "a commit of a group marks the state layout 2"
+    );
 }
 
 #[test]
