@@ -341,6 +341,7 @@ impl SledStore {
         if let Some(progress) = progress {
             progress.start("preparing", commit.records_hint() as u64);
         }
+        let started = std::time::Instant::now();
         let mut writer = journal::Writer::new(&self.path);
         let mut seq: Option<u64> = None;
         let mut history = GroupWriter::default();
@@ -413,7 +414,15 @@ impl SledStore {
                 if let Some(progress) = progress {
                     progress.start("writing", records);
                 }
-                journal::replay(&self.path, &self.db, false, &mut advance)
+                let prepare_ms = started.elapsed().as_millis();
+                journal::replay(&self.path, &self.db, false, &mut advance)?;
+                tracing::debug!(
+                    records,
+                    prepare_ms,
+                    replay_ms = started.elapsed().as_millis() - prepare_ms,
+                    "committed through the journal"
+                );
+                Ok(())
             }
         }
     }
