@@ -646,8 +646,9 @@ macro_rules! with_kind_map {
 
 /// Turns any object into its fields.
 pub fn to_fields<T: Serialize>(object: &T) -> Fields {
-    match serde_json::to_value(object) {
-        Ok(serde_json::Value::Object(fields)) => fields.into(),
+    // Straight into field values, without a `serde_json::Value` between.
+    match FieldValue::of(object) {
+        FieldValue::Object(fields) => fields,
         _ => Fields::new(),
     }
 }
