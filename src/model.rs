@@ -550,7 +550,7 @@ pub(crate) mod packing;
 mod sorted_map;
 
 pub use assets::{Assets, OwnerRef, PackedAsset};
-pub use field_value::FieldValue;
+pub use field_value::{fields_deserializer, FieldValue, FieldsError};
 pub use sorted_map::SortedMap;
 
 /// The fields of one object as JSON values, by contract name, in name order.
@@ -728,7 +728,7 @@ impl State {
                     Ok(())
                 }
                 Some(fields) => {
-                    let object = serde_json::from_value(serde_json::Value::from(fields))
+                    let object = Deserialize::deserialize(fields_deserializer(&fields))
                         .map_err(|error| format!("{kind} {id}: {error}"))?;
                     map.insert(id.to_string(), object);
                     Ok(())

@@ -20,6 +20,18 @@ use serde_json::Number;
 use super::SortedMap;
 
 mod direct;
+mod read;
+
+pub use read::Error as FieldsError;
+
+/// The deserializer of an object's fields: a typed object reads from it as
+/// it would from the fields' `serde_json::Value` (the same value, or an
+/// error of the same text), without that value being built.
+pub fn fields_deserializer(
+    fields: &SortedMap<FieldValue>,
+) -> impl Deserializer<'_, Error = FieldsError> {
+    read::Read::object(fields)
+}
 
 /// A JSON value whose objects are [`SortedMap`]s.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -407,6 +419,146 @@ mod tests {
             value.get("a").and_then(|a| a.get("y")),
             Some(&FieldValue::Number(2.into()))
         );
+    }
+
+    /// Reads `T` from `fields` both ways: straight, and through the
+    /// fields' `serde_json::Value`; the results or the error texts agree.
+    fn read_both_ways<T>(fields: &SortedMap<FieldValue>) -> Result<T, String>
+    where
+        T: serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+    {
+        let straight = T::deserialize(fields_deserializer(fields)).map_err(|e| e.to_string());
+        let through_json = serde_json::from_value::<T>(Value::from(fields.clone()))
+            .map_err(|error| error.to_string());
+        assert_eq!(straight, through_json, "{fields:?}");
+        straight
+    }
+
+    #[test]
+    fn fields_read_as_every_kind_as_through_serde_json_and_fail_alike() {
+        use crate::model::{to_fields, Kind};
+        use crate::store::codec::Object;
+        let state = crate::store::sled_store::tests::sample_state();
+        let mut read = 0;
+        for kind in Kind::ALL {
+            for id in state.ids(kind) {
+                let fields = state.fields(kind, &id).expect("fields");
+                let straight =
+                    Object::deserialize_kind(kind, fields_deserializer(&fields)).expect("reads");
+                assert_eq!(to_fields(&straight), fields);
+                read += 1;
+                // Each field missing, null, of another type, and one unknown.
+                for name in fields.keys() {
+                    let mut broken = fields.clone();
+                    broken.remove(name);
+                    let errors = [
+                        broken.clone(),
+                        {
+                            let mut null = fields.clone();
+                            null.insert(name.clone(), FieldValue::Null);
+                            null
+                        },
+                        {
+                            let mut other = fields.clone();
+                            let value = match &fields[name.as_str()] {
+                                FieldValue::String(_) => FieldValue::Number(7.into()),
+                                _ => FieldValue::String("seven".into()),
+                            };
+                            other.insert(name.clone(), value);
+                            other
+                        },
+                        {
+                            let mut unknown = fields.clone();
+                            unknown.insert("zz_unknown".into(), FieldValue::Bool(true));
+                            unknown
+                        },
+                    ];
+                    for fields in errors {
+                        let straight = Object::deserialize_kind(kind, fields_deserializer(&fields))
+                            .map(|object| to_fields(&object))
+                            .map_err(|error| error.to_string());
+                        let through_json =
+                            Object::deserialize_kind(kind, Value::from(fields.clone()))
+                                .map(|object| to_fields(&object))
+                                .map_err(|error| error.to_string());
+                        assert_eq!(straight, through_json, "{kind} {id}: {fields:?}");
+                    }
+                }
+            }
+        }
+        assert!(read >= 10, "{read}");
+    }
+
+    #[test]
+    fn values_of_every_shape_read_as_through_serde_json() {
+        use std::collections::BTreeMap;
+        #[derive(Debug, PartialEq, serde::Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        enum Shape {
+            Unit,
+            Newtype(u8),
+            Tuple(u8, String),
+            Struct { a: Option<bool> },
+        }
+        #[derive(Debug, PartialEq, serde::Deserialize)]
+        struct Wrapper(i64);
+        #[derive(Debug, PartialEq, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Everything {
+            flag: bool,
+            small: i8,
+            large: u64,
+            negative: i64,
+            real: f64,
+            text: String,
+            letter: char,
+            nothing: Option<u8>,
+            something: Option<String>,
+            list: Vec<u16>,
+            pair: (u8, String),
+            map: BTreeMap<String, i32>,
+            shapes: Vec<Shape>,
+            wrapper: Wrapper,
+            unit: (),
+            #[serde(default)]
+            defaulted: u8,
+        }
+        let object = |text: &str| match serde_json::from_str::<FieldValue>(text).expect("json") {
+            FieldValue::Object(fields) => fields,
+            other => panic!("not an object: {other}"),
+        };
+        let good = r#"{"flag": true, "small": -3, "large": 18446744073709551615,
+            "negative": -9007199254740993, "real": 2.5, "text": "é\"", "letter": "x",
+            "nothing": null, "something": "s", "list": [1, 2], "pair": [1, "one"],
+            "map": {"b": 2, "a": -1}, "wrapper": 5, "unit": null,
+            "shapes": ["unit", {"newtype": 4}, {"tuple": [1, "t"]}, {"struct": {"a": null}},
+                       {"unit": null}]}"#;
+        let everything = read_both_ways::<Everything>(&object(good)).expect("reads");
+        assert_eq!(everything.shapes.len(), 5);
+        for bad in [
+            r#"{"flag": 1}"#,
+            r#"{"flag": true, "small": 300}"#,
+            r#"{"flag": true, "small": 1, "large": -1}"#,
+            r#"{"flag": true, "small": 1, "large": 1, "negative": 1.5}"#,
+            r#"{"flag": true, "small": 1, "large": 1, "negative": 1, "real": "r"}"#,
+            r#"{"flag": true, "small": 1, "large": 1, "negative": 1, "real": 1, "text": [],
+                "letter": "xy"}"#,
+            r#"{"shapes": [{"newtype": 1, "unit": null}]}"#,
+            r#"{"shapes": [{"nope": 1}]}"#,
+            r#"{"shapes": ["newtype"]}"#,
+            r#"{"shapes": [{"unit": 3}]}"#,
+            r#"{"shapes": [{"tuple": {"a": 1}}]}"#,
+            r#"{"shapes": [{"struct": [1]}]}"#,
+            r#"{"shapes": [7]}"#,
+            r#"{"pair": [1, "one", 2]}"#,
+            r#"{"pair": [1]}"#,
+            r#"{"unit": 0}"#,
+            r#"{"map": {"a": "b"}}"#,
+            r#"{"zz": 1}"#,
+        ] {
+            let error = read_both_ways::<Everything>(&object(bad)).expect_err(bad);
+            assert!(!error.is_empty());
+        }
     }
 
     #[test]

@@ -81,6 +81,11 @@ impl<V> SortedMap<V> {
         self.0.is_empty()
     }
 
+    /// The entries in key order, as a slice.
+    pub fn entries(&self) -> &[(String, V)] {
+        &self.0
+    }
+
     /// The entries in key order.
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&String, &V)> + ExactSizeIterator {
         self.0.iter().map(|(key, value)| (key, value))

@@ -154,8 +154,11 @@ objects! {
 
 impl Object {
     /// Checks that `fields` make an object of `kind`.
-    pub(crate) fn from_fields(kind: Kind, fields: Fields) -> serde_json::Result<Object> {
-        Object::deserialize_kind(kind, serde_json::Value::from(fields))
+    pub(crate) fn from_fields(
+        kind: Kind,
+        fields: &Fields,
+    ) -> Result<Object, crate::model::FieldsError> {
+        Object::deserialize_kind(kind, crate::model::fields_deserializer(fields))
     }
 
     /// The bytes the store keeps.

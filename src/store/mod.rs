@@ -14,7 +14,7 @@
 //! [`crate::apply`] against the state this module loaded while holding the
 //! writer's lock.
 
-mod codec;
+pub(crate) mod codec;
 pub mod dump;
 mod history_groups;
 mod journal;
@@ -629,7 +629,7 @@ pub(crate) fn write_object(
 ) -> Result<(), String> {
     match fields {
         Some(fields) => {
-            let object = codec::Object::from_fields(kind, fields.clone())
+            let object = codec::Object::from_fields(kind, fields)
                 .map_err(|error| format!("{kind} {id}: {error}"))?;
             object.insert_into(state, id.to_string());
         }

@@ -186,7 +186,7 @@ impl PostgresStore {
                         id: id.clone(),
                         message,
                     };
-                    let object = Object::from_fields(kind, fields)
+                    let object = Object::from_fields(kind, &fields)
                         .map_err(|error| invalid(error.to_string()))?;
                     Some(
                         serde_json::to_string(&object)

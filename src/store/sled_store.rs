@@ -359,7 +359,7 @@ impl SledStore {
                             id: id.clone(),
                             message,
                         };
-                        let object = Object::from_fields(kind, fields)
+                        let object = Object::from_fields(kind, &fields)
                             .map_err(|error| invalid(error.to_string()))?;
                         let bytes = object
                             .encode()
