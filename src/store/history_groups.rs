@@ -23,9 +23,10 @@ use super::HistoryEntry;
 
 /// A group is closed once its JSON reaches this many bytes: about twenty
 /// entries of a transfer. On Workload L's reassign apply, groups of 8 KiB
-/// took the commit from about 16 s to 11–12 s in the same peak memory;
-/// groups of 16 and 32 KiB were no faster and raised the peak by 30 and
-/// 120 MB (sled holds larger values longer; BENCHMARKS.md, session 11).
+/// took the commit from 15–17.5 s to 12.5–13.4 s in the same peak memory;
+/// larger groups were no faster within the noise, and from 32 KiB on sled
+/// held so much more memory that the 1 GB target was at risk, then lost
+/// (BENCHMARKS.md, session 11).
 pub(crate) const GROUP_BYTES: usize = 8 << 10;
 
 /// One record of grouped history: its key and its value.
