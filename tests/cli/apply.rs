@@ -397,8 +397,9 @@ fn a_state_of_a_newer_schema_is_refused_naming_both_versions() {
 }
 
 /// Rewrites the history of the sled state at `state` as deed wrote it
-/// before layout 2: one record per entry, schema version 1.
-fn rewrite_as_layout_1(state: &std::path::Path) {
+/// before layout 2: one record per entry, schema version 1. Returns how
+/// many history records it holds then.
+fn rewrite_as_layout_1(state: &std::path::Path) -> usize {
     let db = sled::Config::new().path(state).open().expect("open sled");
     let records: Vec<_> = db
         .scan_prefix(b"h\0")
@@ -418,6 +419,7 @@ fn rewrite_as_layout_1(state: &std::path::Path) {
     batch.insert(b"m\0schema_version".as_slice(), b"1".as_slice());
     db.apply_batch(batch).expect("write");
     db.flush().expect("flush");
+    db.scan_prefix(b"h\0").count()
 }
 
 #[test]
@@ -425,14 +427,8 @@ fn a_state_of_layout_1_keeps_its_history_and_continues_it() {
     let workspace = applied();
     let history = workspace.deed(&["history", "--format", "json"]).ok().stdout;
     let dump = workspace.dump_bytes();
-    rewrite_as_layout_1(&workspace.state());
     assert_eq!(
-        sled::Config::new()
-            .path(workspace.state())
-            .open()
-            .expect("open sled")
-            .scan_prefix(b"h\0")
-            .count(),
+        rewrite_as_layout_1(&workspace.state()),
         16,
         "one record per entry"
     );
