@@ -101,8 +101,6 @@ pub fn prepare<'a>(
     let mut conflicts: Vec<(usize, Conflict)> = Vec::new();
     let mut invalid: Option<ApplyError> = None;
     let (mut skipped, mut applied_count, mut objects) = (0, 0, 0);
-    // Every object written must be a valid object of its kind.
-    let mut scratch = State::default();
     for group in ObjectGroups::new(changes, &order) {
         let first = &changes[group[0]];
         let mut current = state.fields(first.kind, &first.object);
@@ -136,19 +134,15 @@ pub fn prepare<'a>(
         let (Some(fields), true) = (current, conflicts.is_empty() && invalid.is_none()) else {
             continue;
         };
+        // Every object written must be a valid object of its kind.
         let (kind, id) = (first.kind, &*first.object);
-        match scratch.put_fields(kind, id, Some(fields)) {
-            Ok(()) => {
-                let _ = scratch.put_fields(kind, id, None);
-            }
-            Err(message) => {
-                invalid = Some(ApplyError::InvalidChange {
-                    change_id: first.id.to_string(),
-                    kind,
-                    object: id.to_string(),
-                    message,
-                })
-            }
+        if let Err(message) = State::check_fields(kind, id, &fields) {
+            invalid = Some(ApplyError::InvalidChange {
+                change_id: first.id.to_string(),
+                kind,
+                object: id.to_string(),
+                message,
+            });
         }
     }
     if !conflicts.is_empty() {
@@ -199,9 +193,10 @@ pub fn prepare<'a>(
 /// object's in plan order.
 fn by_object(changes: &[Change]) -> Vec<usize> {
     let mut order: Vec<usize> = (0..changes.len()).collect();
-    order.sort_by(|&a, &b| {
-        let (a, b) = (&changes[a], &changes[b]);
-        (a.kind, &a.object).cmp(&(b.kind, &b.object))
+    // The index breaks ties: unstable, and still in plan order.
+    order.sort_unstable_by(|&a, &b| {
+        let (change_a, change_b) = (&changes[a], &changes[b]);
+        (change_a.kind, &change_a.object, a).cmp(&(change_b.kind, &change_b.object, b))
     });
     order
 }
