@@ -168,7 +168,7 @@ pub fn restore(store: &SledStore, dump_path: &Path) -> Result<(), StoreError> {
     let mut history = GroupWriter::default();
     let path = store.path();
     read_dump(dump_path, |record| {
-        let (key, bytes) = match record {
+        let records = match record {
             Record::Object { id, object } => {
                 let bytes = object.encode().map_err(|error| StoreError::InvalidObject {
                     path: path.to_path_buf(),
@@ -176,26 +176,25 @@ pub fn restore(store: &SledStore, dump_path: &Path) -> Result<(), StoreError> {
                     id: id.clone(),
                     message: error.to_string(),
                 })?;
-                (keys::object(object.kind(), &id), bytes)
+                vec![(keys::object(object.kind(), &id), bytes)]
             }
-            Record::Invoice { id, invoice } => (keys::invoice(&id), encode(path, &invoice)?),
+            Record::Invoice { id, invoice } => vec![(keys::invoice(&id), encode(path, &invoice)?)],
             Record::History(entry) => {
                 last_seq = entry.seq;
-                match history.push(&entry).map_err(encode_error(path))? {
-                    Some(group) => group,
-                    None => return Ok(()),
-                }
+                history.push(&entry).map_err(encode_error(path))?
             }
-            Record::Notification(notification) => (
+            Record::Notification(notification) => vec![(
                 keys::notification(&notification.id),
                 encode(path, &notification)?,
-            ),
+            )],
         };
-        batch.insert(key, bytes);
-        pending += 1;
-        if pending >= RESTORE_CHUNK {
-            store.apply_raw(std::mem::take(&mut batch), false)?;
-            pending = 0;
+        for (key, bytes) in records {
+            batch.insert(key, bytes);
+            pending += 1;
+            if pending >= RESTORE_CHUNK {
+                store.apply_raw(std::mem::take(&mut batch), false)?;
+                pending = 0;
+            }
         }
         Ok(())
     })?;

@@ -7,9 +7,10 @@
 //! session 10). Since layout 2 ([`super::sled_store::SLED_SCHEMA_VERSION`])
 //! a commit stores its entries in groups of consecutive entries, each
 //! closed once its JSON reaches [`GROUP_BYTES`]: key
-//! `h\0<seq of the first entry, 20 digits>`, value the JSON array of the
-//! entries. A group never spans two commits, so a commit still only adds
-//! records. Layout 1 kept one entry per record, its value the JSON object
+//! `h\0<seq of the first entry, 20 digits>`, value a JSON array of what
+//! the entries share (time, plan id, actor, revision: the head), then each
+//! entry's change; the seqs count on from the key's. A group never spans
+//! two commits, so a commit still only adds records. Layout 1 kept one entry per record, its value the JSON object
 //! of the entry; [`decode_group`] reads both, so a state written by an
 //! older deed keeps its history, and new groups simply follow its records
 //! in key order.
@@ -18,84 +19,155 @@
 //! write with the default segment size), past which each value would be a
 //! file of its own.
 
+use std::fmt;
+
+use serde::de::{self, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+
 use super::codec::keys;
 use super::HistoryEntry;
+use crate::model::Timestamp;
+use crate::plan::Change;
 
 /// A group is closed once its JSON reaches this many bytes: about twenty
-/// entries of a transfer. On Workload L's reassign apply, groups of 8 KiB
-/// took the commit from 15–17.5 s to 12.5–13.4 s in the same peak memory;
-/// larger groups were no faster within the noise, and from 32 KiB on sled
-/// held so much more memory that the 1 GB target was at risk, then lost
-/// (BENCHMARKS.md, session 11).
+/// five entries of a transfer. On Workload L's reassign apply, groups of
+/// 8 KiB took the commit from 15–17.5 s to 12.5–13.4 s in the same peak
+/// memory; larger groups were no faster within the noise, and from 32 KiB
+/// on sled held so much more memory that the 1 GB target was at risk, then
+/// lost (BENCHMARKS.md, session 11).
 pub(crate) const GROUP_BYTES: usize = 8 << 10;
 
 /// One record of grouped history: its key and its value.
 pub(crate) type GroupRecord = (Vec<u8>, Vec<u8>);
 
+/// What the entries of a group share, written once at its head.
+#[derive(Serialize, Deserialize, PartialEq)]
+struct Head {
+    time: Timestamp,
+    plan_id: String,
+    actor: Option<String>,
+    revision: Option<String>,
+}
+
+impl Head {
+    fn of(entry: &HistoryEntry) -> Head {
+        Head {
+            time: entry.time,
+            plan_id: entry.plan_id.clone(),
+            actor: entry.actor.clone(),
+            revision: entry.revision.clone(),
+        }
+    }
+
+    fn heads(&self, entry: &HistoryEntry) -> bool {
+        self.time == entry.time
+            && self.plan_id == entry.plan_id
+            && self.actor == entry.actor
+            && self.revision == entry.revision
+    }
+}
+
 /// Collects the entries of one commit, in seq order, into group records.
 #[derive(Default)]
 pub(crate) struct GroupWriter {
     first_seq: u64,
-    entries: usize,
+    head: Option<Head>,
     json: Vec<u8>,
 }
 
 impl GroupWriter {
     /// Adds `entry` (whose seq follows the previous entry's); returns the
-    /// group it closes, if this entry fills it.
+    /// groups it closes: the one it fills, or the one before it when it
+    /// does not share that group's head (one commit's entries all do).
     pub(crate) fn push(
         &mut self,
         entry: &HistoryEntry,
-    ) -> Result<Option<GroupRecord>, serde_json::Error> {
-        if self.entries == 0 {
+    ) -> Result<Vec<GroupRecord>, serde_json::Error> {
+        let mut closed = Vec::new();
+        if self.head.as_ref().is_some_and(|head| !head.heads(entry)) {
+            closed.extend(self.finish());
+        }
+        if self.head.is_none() {
+            let head = Head::of(entry);
             self.first_seq = entry.seq;
             self.json.push(b'[');
-        } else {
-            self.json.push(b',');
+            serde_json::to_writer(&mut self.json, &head)?;
+            self.head = Some(head);
         }
-        serde_json::to_writer(&mut self.json, entry)?;
-        self.entries += 1;
+        self.json.push(b',');
+        serde_json::to_writer(&mut self.json, &entry.change)?;
         if self.json.len() >= GROUP_BYTES {
-            return Ok(self.finish());
+            closed.extend(self.finish());
         }
-        Ok(None)
+        Ok(closed)
     }
 
     /// Closes the group being filled, if it holds an entry.
     pub(crate) fn finish(&mut self) -> Option<GroupRecord> {
-        if self.entries == 0 {
-            return None;
-        }
+        self.head.take()?;
         let mut json = std::mem::take(&mut self.json);
         json.push(b']');
-        self.entries = 0;
         Some((keys::history(self.first_seq), json))
     }
 }
 
-/// The entries of one history record: a group (a JSON array) or, as
-/// layout 1 wrote it, a single entry (a JSON object). The entries' seqs
-/// must run on without a gap from the seq in the key.
+/// The entries of one history record: a group (a JSON array of the head,
+/// then each entry's change, the seqs counting on from the key's) or, as
+/// layout 1 wrote it, a single entry (a JSON object, its seq the key's).
 pub(crate) fn decode_group(key: &[u8], value: &[u8]) -> Result<Vec<HistoryEntry>, String> {
     let first_seq = keys::parse_history(key).ok_or("the key is not a history seq")?;
-    let entries = if value.trim_ascii_start().starts_with(b"[") {
-        serde_json::from_slice::<Vec<HistoryEntry>>(value).map_err(|error| error.to_string())?
-    } else {
-        vec![serde_json::from_slice::<HistoryEntry>(value).map_err(|error| error.to_string())?]
-    };
-    if entries.is_empty() {
-        return Err("an empty history group".into());
+    if value.trim_ascii_start().starts_with(b"[") {
+        let mut reader = serde_json::Deserializer::from_slice(value);
+        let entries = reader
+            .deserialize_seq(GroupVisitor { first_seq })
+            .and_then(|entries| reader.end().map(|()| entries))
+            .map_err(|error| error.to_string())?;
+        return Ok(entries);
     }
-    for (offset, entry) in (0..).zip(&entries) {
-        let expected = first_seq + offset;
-        if entry.seq != expected {
-            return Err(format!(
-                "history entry with seq {} where seq {expected} was expected",
-                entry.seq
-            ));
+    let entry = serde_json::from_slice::<HistoryEntry>(value).map_err(|error| error.to_string())?;
+    if entry.seq != first_seq {
+        return Err(format!(
+            "history entry with seq {} where seq {first_seq} was expected",
+            entry.seq
+        ));
+    }
+    Ok(vec![entry])
+}
+
+/// Reads a group's head, then its changes into entries.
+struct GroupVisitor {
+    first_seq: u64,
+}
+
+impl<'de> Visitor<'de> for GroupVisitor {
+    type Value = Vec<HistoryEntry>;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("a history group: its head, then at least one change")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Self::Value, A::Error> {
+        let head: Head = items
+            .next_element()?
+            .ok_or_else(|| de::Error::invalid_length(0, &self))?;
+        let mut entries = Vec::with_capacity(items.size_hint().unwrap_or(0));
+        let mut seq = self.first_seq;
+        while let Some(change) = items.next_element::<Change>()? {
+            entries.push(HistoryEntry {
+                seq,
+                time: head.time,
+                plan_id: head.plan_id.clone(),
+                actor: head.actor.clone(),
+                revision: head.revision.clone(),
+                change,
+            });
+            seq += 1;
         }
+        if entries.is_empty() {
+            return Err(de::Error::invalid_length(1, &self));
+        }
+        Ok(entries)
     }
-    Ok(entries)
 }
 
 #[cfg(test)]
@@ -168,14 +240,62 @@ mod tests {
     }
 
     #[test]
-    fn seqs_that_do_not_follow_the_key_are_refused() {
-        let (key, value) = write(&[entry(5, "a"), entry(6, "b")]).remove(0);
-        let error = decode_group(&keys::history(4), &value).expect_err("wrong key");
+    fn entries_of_another_plan_or_actor_start_a_group_of_their_own() {
+        let mut entries: Vec<_> = (1..=6)
+            .map(|seq| entry(seq, &format!("org-{seq}")))
+            .collect();
+        entries[2].plan_id = "p-2".into();
+        entries[3].plan_id = "p-2".into();
+        entries[4].plan_id = "p-2".into();
+        entries[4].actor = None;
+        entries[5].plan_id = "p-2".into();
+        entries[5].actor = None;
+        entries[5].revision = Some("abc123".into());
+        let records = write(&entries);
+        let sizes: Vec<_> = records
+            .iter()
+            .map(|(key, value)| decode_group(key, value).expect("decode").len())
+            .collect();
+        assert_eq!(sizes, vec![2, 2, 1, 1]);
+        let read: Vec<_> = records
+            .iter()
+            .flat_map(|(key, value)| decode_group(key, value).expect("decode"))
+            .collect();
+        assert_eq!(read, entries);
+        let one = serde_json::to_vec(&entries[0]).expect("encode").len();
+        assert!(
+            records[0].1.len() < 2 * one - 60,
+            "the head is written once: {} bytes for two entries of {one}",
+            records[0].1.len()
+        );
+    }
+
+    #[test]
+    fn broken_records_are_refused() {
+        let single = serde_json::to_vec(&entry(5, "a")).expect("encode");
+        let error = decode_group(&keys::history(4), &single).expect_err("wrong key");
         assert!(error.contains("seq 5 where seq 4"), "{error}");
-        let gap = write(&[entry(5, "a"), entry(7, "b")]).remove(0).1;
-        let error = decode_group(&key, &gap).expect_err("gap");
-        assert!(error.contains("seq 7 where seq 6"), "{error}");
-        assert!(decode_group(&key, b"[]").is_err());
-        assert!(decode_group(b"h\0nope", &value).is_err());
+        let (key, group) = write(&[entry(5, "a"), entry(6, "b")]).remove(0);
+        assert_eq!(
+            decode_group(&keys::history(9), &group).expect("decode")[1].seq,
+            10,
+            "a group's seqs count on from its key"
+        );
+        let head_only = &group[..group.iter().position(|&byte| byte == b'}').expect("head") + 1];
+        for broken in [
+            b"[]".to_vec(),
+            [head_only, b"]"].concat(),
+            [&group[..], b" x"].concat(),
+            group[..group.len() - 1].to_vec(),
+            b"[1, 2]".to_vec(),
+            b"{}".to_vec(),
+        ] {
+            assert!(
+                decode_group(&key, &broken).is_err(),
+                "{}",
+                String::from_utf8_lossy(&broken)
+            );
+        }
+        assert!(decode_group(b"h\0nope", &group).is_err());
     }
 }

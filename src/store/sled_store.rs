@@ -382,9 +382,7 @@ impl SledStore {
                 };
                 seq = Some(next);
                 entry.seq = next;
-                if let Some((key, value)) =
-                    history.push(&entry).map_err(encode_error(&self.path))?
-                {
+                for (key, value) in history.push(&entry).map_err(encode_error(&self.path))? {
                     writer.insert(key, value)?;
                 }
             }

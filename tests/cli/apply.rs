@@ -408,10 +408,19 @@ fn rewrite_as_layout_1(state: &std::path::Path) -> usize {
     assert!(!records.is_empty());
     let mut batch = sled::Batch::default();
     for (key, value) in records {
+        // A group: what its entries share, then each entry's change; the
+        // seqs count on from the key's.
         let group: Vec<serde_json::Value> = serde_json::from_slice(&value).expect("a group");
+        let first_seq: u64 = std::str::from_utf8(&key[2..])
+            .expect("key")
+            .parse()
+            .expect("seq");
         batch.remove(key);
-        for entry in group {
-            let seq = entry["seq"].as_u64().expect("seq");
+        let (head, changes) = group.split_first().expect("a head");
+        for (seq, change) in (first_seq..).zip(changes) {
+            let mut entry = head.clone();
+            entry["seq"] = seq.into();
+            entry["change"] = change.clone();
             let key = format!("h\0{seq:020}");
             batch.insert(key.as_bytes(), serde_json::to_vec(&entry).expect("encode"));
         }
