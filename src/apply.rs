@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 
 use crate::model::{FieldValue, Fields, Kind, State, Timestamp};
 use crate::plan::{Action, Change, PackedFieldsRef, Plan};
+use crate::store::codec::Object;
 use crate::store::{Commit, HistoryEntry, MakeParts, Notification, Parts, StoreError};
 
 /// Changes (objects, or history entries) per part of the commit.
@@ -136,12 +137,12 @@ pub fn prepare<'a>(
         };
         // Every object written must be a valid object of its kind.
         let (kind, id) = (first.kind, &*first.object);
-        if let Err(message) = State::check_fields(kind, id, &fields) {
+        if let Err(error) = Object::from_fields(kind, &fields) {
             invalid = Some(ApplyError::InvalidChange {
                 change_id: first.id.to_string(),
                 kind,
                 object: id.to_string(),
-                message,
+                message: format!("{kind} {id}: {error}"),
             });
         }
     }
@@ -814,5 +815,31 @@ mod tests {
         let outcome = prepare(&plan, &state, &context()).expect("prepare");
         assert_eq!((outcome.applied, outcome.skipped), (0, 1));
         assert!(outcome.commit.is_empty());
+    }
+
+    /// `prepare` checks each object as `State::put_fields` would take it.
+    #[test]
+    fn objects_are_checked_as_put_fields_accepts_or_refuses_them() {
+        let sample = sample_state();
+        let mut checked = 0;
+        for kind in Kind::ALL {
+            for id in sample.ids(kind) {
+                let fields = sample.fields(kind, &id).expect("fields");
+                let mut broken = fields.clone();
+                let first = fields.keys().next().expect("a field").clone();
+                broken.insert(first, FieldValue::Array(Vec::new()));
+                let mut missing = fields.clone();
+                missing.remove(&fields.keys().last().expect("a field").clone());
+                for fields in [fields, broken, missing] {
+                    let put = State::default().put_fields(kind, &id, Some(fields.clone()));
+                    let check = Object::from_fields(kind, &fields)
+                        .map(drop)
+                        .map_err(|error| format!("{kind} {id}: {error}"));
+                    assert_eq!(check, put, "{kind} {id}");
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked >= 30, "{checked}");
     }
 }
