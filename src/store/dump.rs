@@ -167,36 +167,38 @@ pub fn restore(store: &SledStore, dump_path: &Path) -> Result<(), StoreError> {
     let mut last_seq = 0;
     let mut history = GroupWriter::default();
     let path = store.path();
-    read_dump(dump_path, |record| {
-        let records = match record {
-            Record::Object { id, object } => {
-                let bytes = object.encode().map_err(|error| StoreError::InvalidObject {
-                    path: path.to_path_buf(),
-                    kind: object.kind(),
-                    id: id.clone(),
-                    message: error.to_string(),
-                })?;
-                vec![(keys::object(object.kind(), &id), bytes)]
-            }
-            Record::Invoice { id, invoice } => vec![(keys::invoice(&id), encode(path, &invoice)?)],
-            Record::History(entry) => {
-                last_seq = entry.seq;
-                history.push(&entry).map_err(encode_error(path))?
-            }
-            Record::Notification(notification) => vec![(
-                keys::notification(&notification.id),
-                encode(path, &notification)?,
-            )],
-        };
-        for (key, bytes) in records {
-            batch.insert(key, bytes);
-            pending += 1;
-            if pending >= RESTORE_CHUNK {
-                store.apply_raw(std::mem::take(&mut batch), false)?;
-                pending = 0;
-            }
+    // Writes one record, a batch at a time.
+    let mut put = |key: Vec<u8>, bytes: Vec<u8>| {
+        batch.insert(key, bytes);
+        pending += 1;
+        if pending >= RESTORE_CHUNK {
+            store.apply_raw(std::mem::take(&mut batch), false)?;
+            pending = 0;
         }
-        Ok(())
+        Ok::<(), StoreError>(())
+    };
+    read_dump(dump_path, |record| match record {
+        Record::Object { id, object } => {
+            let bytes = object.encode().map_err(|error| StoreError::InvalidObject {
+                path: path.to_path_buf(),
+                kind: object.kind(),
+                id: id.clone(),
+                message: error.to_string(),
+            })?;
+            put(keys::object(object.kind(), &id), bytes)
+        }
+        Record::Invoice { id, invoice } => put(keys::invoice(&id), encode(path, &invoice)?),
+        Record::History(entry) => {
+            last_seq = entry.seq;
+            for (key, bytes) in history.push(&entry).map_err(encode_error(path))? {
+                put(key, bytes)?;
+            }
+            Ok(())
+        }
+        Record::Notification(notification) => put(
+            keys::notification(&notification.id),
+            encode(path, &notification)?,
+        ),
     })?;
     if let Some((key, value)) = history.finish() {
         batch.insert(key, value);
