@@ -1,5 +1,5 @@
 //! How the sled backend keeps the history: consecutive entries grouped in
-//! one record.
+//! one record, packed with LZ4.
 //!
 //! The contract keeps one history entry per applied change, so a commit of
 //! a million transfers adds a million entries. As one sled record each
@@ -7,18 +7,28 @@
 //! session 10). Since layout 2 ([`super::sled_store::SLED_SCHEMA_VERSION`])
 //! a commit stores its entries in groups of consecutive entries, each
 //! closed once its JSON reaches [`GROUP_BYTES`]: key
-//! `h\0<seq of the first entry, 20 digits>`, value a JSON array of what
+//! `h\0<seq of the first entry, 20 digits>`, its JSON an array of what
 //! the entries share (time, plan id, actor, revision: the head), then each
 //! entry's change; the seqs count on from the key's. A group never spans
-//! two commits, so a commit still only adds records. Layout 1 kept one entry per record, its value the JSON object
-//! of the entry; [`decode_group`] reads both, so a state written by an
-//! older deed keeps its history, and new groups simply follow its records
-//! in key order.
+//! two commits, so a commit still only adds records.
+//!
+//! Since layout 3 the value is that JSON packed: the byte [`PACKED`], the
+//! JSON's length (little-endian u32), then the JSON compressed with LZ4's
+//! block format. The history is most of what a large commit writes, and its
+//! entries repeat their field names, actions and reasons: packed, a group
+//! takes about a quarter of the bytes (BENCHMARKS.md, session 12). A group
+//! whose JSON is past [`PACKED_MAX`] (one huge entry) stays plain JSON.
+//!
+//! [`decode_group`] reads every layout: packed groups, plain JSON groups
+//! (layout 2) and single entries (layout 1, the JSON object of the entry),
+//! so a state written by an older deed keeps its history, and new groups
+//! simply follow its records in key order.
 //!
 //! Groups stay far below sled's blob threshold (about 128 KiB per page
 //! write with the default segment size), past which each value would be a
 //! file of its own.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{self, SeqAccess, Visitor};
@@ -36,6 +46,14 @@ use crate::plan::Change;
 /// on sled held so much more memory that the 1 GB target was at risk, then
 /// lost (BENCHMARKS.md, session 11).
 pub(crate) const GROUP_BYTES: usize = 8 << 10;
+
+/// The first byte of a packed group. A JSON value never starts with it.
+pub(crate) const PACKED: u8 = 0x01;
+
+/// The largest JSON a group is packed with, and the most a packed group
+/// may say it unpacks to: a damaged length is refused before anything is
+/// allocated for it.
+pub(crate) const PACKED_MAX: usize = 1 << 20;
 
 /// One record of grouped history: its key and its value.
 pub(crate) type GroupRecord = (Vec<u8>, Vec<u8>);
@@ -107,15 +125,65 @@ impl GroupWriter {
         self.head.take()?;
         let mut json = std::mem::take(&mut self.json);
         json.push(b']');
-        Some((keys::history(self.first_seq), json))
+        Some((keys::history(self.first_seq), pack(json)))
     }
 }
 
-/// The entries of one history record: a group (a JSON array of the head,
-/// then each entry's change, the seqs counting on from the key's) or, as
-/// layout 1 wrote it, a single entry (a JSON object, its seq the key's).
+/// A group's value: its JSON packed, or the JSON itself past
+/// [`PACKED_MAX`].
+fn pack(json: Vec<u8>) -> Vec<u8> {
+    if json.len() > PACKED_MAX {
+        return json;
+    }
+    let start = 1 + 4;
+    let mut packed = vec![0; start + lz4_flex::block::get_maximum_output_size(json.len())];
+    packed[0] = PACKED;
+    // PACKED_MAX fits a u32.
+    packed[1..start].copy_from_slice(&(json.len() as u32).to_le_bytes());
+    match lz4_flex::block::compress_into(&json, &mut packed[start..]) {
+        Ok(length) => {
+            packed.truncate(start + length);
+            packed
+        }
+        // The output was sized for the worst case; should LZ4 still refuse,
+        // the plain JSON is a valid group.
+        Err(_) => json,
+    }
+}
+
+/// The JSON of a record's value: unpacked when packed, as it is otherwise.
+fn unpack(value: &[u8]) -> Result<Cow<'_, [u8]>, String> {
+    let Some((&PACKED, rest)) = value.split_first() else {
+        return Ok(Cow::Borrowed(value));
+    };
+    let (length, compressed) = rest
+        .split_first_chunk::<4>()
+        .ok_or("a packed history group without its length")?;
+    let length = u32::from_le_bytes(*length) as usize;
+    if length > PACKED_MAX {
+        return Err(format!(
+            "a packed history group says it holds {length} bytes, more than the {PACKED_MAX} a group may"
+        ));
+    }
+    let json = lz4_flex::block::decompress(compressed, length)
+        .map_err(|error| format!("a packed history group does not unpack: {error}"))?;
+    if json.len() != length {
+        return Err(format!(
+            "a packed history group unpacks to {} bytes where it says {length}",
+            json.len()
+        ));
+    }
+    Ok(Cow::Owned(json))
+}
+
+/// The entries of one history record: a group, packed or not (a JSON
+/// array of the head, then each entry's change, the seqs counting on from
+/// the key's) or, as layout 1 wrote it, a single entry (a JSON object, its
+/// seq the key's).
 pub(crate) fn decode_group(key: &[u8], value: &[u8]) -> Result<Vec<HistoryEntry>, String> {
     let first_seq = keys::parse_history(key).ok_or("the key is not a history seq")?;
+    let value = unpack(value)?;
+    let value = value.as_ref();
     if value.trim_ascii_start().starts_with(b"[") {
         let mut reader = serde_json::Deserializer::from_slice(value);
         let entries = reader
@@ -203,9 +271,17 @@ mod tests {
         for (index, (key, value)) in records.iter().enumerate() {
             assert_eq!(key, &keys::history(next_seq));
             let group = decode_group(key, value).expect("decode");
+            let json = unpack(value).expect("unpack");
             if index + 1 < records.len() {
-                assert!(value.len() >= GROUP_BYTES && value.len() < GROUP_BYTES + 2 * entry_bytes);
+                assert!(json.len() >= GROUP_BYTES && json.len() < GROUP_BYTES + 2 * entry_bytes);
             }
+            assert_eq!(value[0], PACKED);
+            assert!(
+                value.len() < json.len() / 2,
+                "packed: {} bytes for {} of JSON",
+                value.len(),
+                json.len()
+            );
             next_seq += group.len() as u64;
         }
         let read: Vec<_> = records
@@ -264,9 +340,9 @@ mod tests {
         assert_eq!(read, entries);
         let one = serde_json::to_vec(&entries[0]).expect("encode").len();
         assert!(
-            records[0].1.len() < 2 * one - 60,
+            unpack(&records[0].1).expect("unpack").len() < 2 * one - 60,
             "the head is written once: {} bytes for two entries of {one}",
-            records[0].1.len()
+            unpack(&records[0].1).expect("unpack").len()
         );
     }
 
@@ -275,7 +351,8 @@ mod tests {
         let single = serde_json::to_vec(&entry(5, "a")).expect("encode");
         let error = decode_group(&keys::history(4), &single).expect_err("wrong key");
         assert!(error.contains("seq 5 where seq 4"), "{error}");
-        let (key, group) = write(&[entry(5, "a"), entry(6, "b")]).remove(0);
+        let (key, packed) = write(&[entry(5, "a"), entry(6, "b")]).remove(0);
+        let group = unpack(&packed).expect("unpack").into_owned();
         assert_eq!(
             decode_group(&keys::history(9), &group).expect("decode")[1].seq,
             10,
@@ -297,5 +374,54 @@ mod tests {
             );
         }
         assert!(decode_group(b"h\0nope", &group).is_err());
+    }
+
+    #[test]
+    fn a_plain_group_of_layout_2_reads_as_its_packed_form_does() {
+        let entries = [entry(3, "a"), entry(4, "b"), entry(5, "c")];
+        let (key, packed) = write(&entries).remove(0);
+        let plain = unpack(&packed).expect("unpack").into_owned();
+        assert_eq!(plain[0], b'[');
+        assert_eq!(decode_group(&key, &plain).expect("plain"), entries);
+        assert_eq!(decode_group(&key, &packed).expect("packed"), entries);
+    }
+
+    #[test]
+    fn a_group_past_the_packing_limit_stays_plain_json() {
+        let huge = "x".repeat(PACKED_MAX);
+        let entries = [entry(1, &huge), entry(2, "a")];
+        let records = write(&entries);
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[0].1[0], b'[', "plain JSON");
+        assert_eq!(records[1].1[0], PACKED);
+        let read: Vec<_> = records
+            .iter()
+            .flat_map(|(key, value)| decode_group(key, value).expect("decode"))
+            .collect();
+        assert_eq!(read, entries);
+    }
+
+    #[test]
+    fn damaged_packed_records_are_refused_without_allocating_what_they_claim() {
+        let (key, packed) = write(&[entry(5, "a"), entry(6, "b")]).remove(0);
+        let length = |bytes: u32| [&[PACKED][..], &bytes.to_le_bytes(), &packed[5..]].concat();
+        let claimed = u32::from_le_bytes(packed[1..5].try_into().expect("length"));
+        let mut flipped = packed.clone();
+        let middle = flipped.len() / 2;
+        flipped[middle] ^= 0xff;
+        for (broken, says) in [
+            (vec![PACKED], "without its length"),
+            (vec![PACKED, 1, 0], "without its length"),
+            (length(u32::MAX), "more than"),
+            (length(PACKED_MAX as u32 + 1), "more than"),
+            (length(claimed + 7), "unpack"),
+            (packed[..packed.len() - 3].to_vec(), "unpack"),
+            (flipped, ""),
+        ] {
+            let error = decode_group(&key, &broken).expect_err("refused");
+            assert!(error.contains(says), "{error}");
+        }
+        let shorter = decode_group(&key, &length(claimed - 1)).expect_err("refused");
+        assert!(shorter.contains("unpack"), "{shorter}");
     }
 }

@@ -4,9 +4,10 @@
 //! `codec::keys`): objects `o\0<kind>\0<id>`, invoices `i\0<id>`, history
 //! `h\0<seq, 20 digits>`, outbox `n\0<id>`, meta `m\0schema_version` and
 //! `m\0history_seq`. Values are the serde_json bytes of the typed structs;
-//! a history record holds a group of consecutive entries (see
-//! [`super::history_groups`]), or one entry in a state written before
-//! layout 2.
+//! a history record holds a group of consecutive entries, packed with LZ4
+//! (see [`super::history_groups`]); a state written by an older deed may
+//! also hold plain JSON groups (layout 2) or one entry per record (layout
+//! 1).
 //!
 //! A small commit is one atomic `apply_batch`. A large one (past
 //! `journal::SMALL_RECORDS` records) is encoded part by part, as the
@@ -36,11 +37,12 @@ use crate::model::State;
 pub const LOCK_FILE: &str = "deed.lock";
 
 /// The version of the sled layout (`m\0schema_version`). 1: one history
-/// entry per record. 2: history entries in groups (a layout 1 state is
-/// read as it is, and marked 2 by the first commit that writes a group, so
-/// an older deed refuses it instead of misreading its history). A state
+/// entry per record. 2: history entries in groups of plain JSON. 3: the
+/// groups packed with LZ4. A state of an older layout is read as it is,
+/// and marked with this version by the first commit that writes a group,
+/// so an older deed refuses it instead of misreading its history. A state
 /// with a newer version is refused.
-pub const SLED_SCHEMA_VERSION: u32 = 2;
+pub const SLED_SCHEMA_VERSION: u32 = 3;
 
 /// sled's page cache. Left alone, sled 0.34 caches up to 1 GiB, and its
 /// memory grows well past that with a million small keys. At 128 MiB the
@@ -1020,7 +1022,8 @@ pub(crate) mod tests {
     }
 
     /// A state written with layout 1 (one history entry per record) keeps
-    /// its history; the first commit that adds a group marks it layout 2.
+    /// its history; the first commit that adds a group marks it with this
+    /// deed's layout.
     #[test]
     fn a_layout_1_history_is_read_and_continued_in_groups() {
         let folder = tempfile::tempdir().expect("tempdir");

@@ -390,16 +390,29 @@ fn a_state_of_a_newer_schema_is_refused_naming_both_versions() {
     ] {
         let run = workspace.deed(command).fails();
         assert!(
-            run.stderr.contains("schema version 7") && run.stderr.contains("(2)"),
+            run.stderr.contains("schema version 7") && run.stderr.contains("(3)"),
             "names the versions:\n{run}"
         );
     }
 }
 
-/// Rewrites the history of the sled state at `state` as deed wrote it
-/// before layout 2: one record per entry, schema version 1. Returns how
-/// many history records it holds then.
-fn rewrite_as_layout_1(state: &std::path::Path) -> usize {
+/// The JSON of a history record's value: a packed group (the byte 1, the
+/// JSON's length as a little-endian u32, then the JSON compressed with
+/// LZ4's block format) unpacked; any other value as it is.
+fn unpacked(value: &[u8]) -> Vec<u8> {
+    match value.split_first() {
+        Some((1, rest)) => {
+            let length = u32::from_le_bytes(rest[..4].try_into().expect("length"));
+            lz4_flex::block::decompress(&rest[4..], length as usize).expect("unpack")
+        }
+        _ => value.to_vec(),
+    }
+}
+
+/// Rewrites the history of the sled state at `state` as an older deed
+/// wrote it: layout 1, one record per entry; or layout 2, groups of plain
+/// JSON. Returns how many history records it holds then.
+fn rewrite_history_as_layout(state: &std::path::Path, layout: u32) -> usize {
     let db = sled::Config::new().path(state).open().expect("open sled");
     let records: Vec<_> = db
         .scan_prefix(b"h\0")
@@ -408,9 +421,15 @@ fn rewrite_as_layout_1(state: &std::path::Path) -> usize {
     assert!(!records.is_empty());
     let mut batch = sled::Batch::default();
     for (key, value) in records {
+        assert_eq!(value[0], 1, "this deed packs its groups");
+        let json = unpacked(&value);
+        if layout == 2 {
+            batch.insert(key, json);
+            continue;
+        }
         // A group: what its entries share, then each entry's change; the
         // seqs count on from the key's.
-        let group: Vec<serde_json::Value> = serde_json::from_slice(&value).expect("a group");
+        let group: Vec<serde_json::Value> = serde_json::from_slice(&json).expect("a group");
         let first_seq: u64 = std::str::from_utf8(&key[2..])
             .expect("key")
             .parse()
@@ -425,64 +444,75 @@ fn rewrite_as_layout_1(state: &std::path::Path) -> usize {
             batch.insert(key.as_bytes(), serde_json::to_vec(&entry).expect("encode"));
         }
     }
-    batch.insert(b"m\0schema_version".as_slice(), b"1".as_slice());
+    batch.insert(
+        b"m\0schema_version".as_slice(),
+        layout.to_string().as_bytes(),
+    );
     db.apply_batch(batch).expect("write");
     db.flush().expect("flush");
     db.scan_prefix(b"h\0").count()
 }
 
 #[test]
-fn a_state_of_layout_1_keeps_its_history_and_continues_it() {
-    let workspace = applied();
-    let history = workspace.deed(&["history", "--format", "json"]).ok().stdout;
-    let dump = workspace.dump_bytes();
-    assert_eq!(
-        rewrite_as_layout_1(&workspace.state()),
-        16,
-        "one record per entry"
-    );
+fn a_state_of_an_older_layout_keeps_its_history_and_continues_it() {
+    for (layout, records) in [(1, 16), (2, 1)] {
+        let workspace = applied();
+        let history = workspace.deed(&["history", "--format", "json"]).ok().stdout;
+        let dump = workspace.dump_bytes();
+        assert_eq!(
+            rewrite_history_as_layout(&workspace.state(), layout),
+            records,
+            "layout {layout}"
+        );
 
-    assert_eq!(
-        workspace.deed(&["history", "--format", "json"]).ok().stdout,
-        history
-    );
-    let last_two = workspace
-        .deed(&["history", "--limit", "2", "--format", "json"])
-        .ok()
-        .stdout;
-    assert_eq!(last_two.lines().count(), 2, "{last_two}");
-    assert!(history.ends_with(&last_two));
-    assert_eq!(workspace.dump_bytes(), dump);
-    workspace.deed(&["state", "check"]).ok();
+        assert_eq!(
+            workspace.deed(&["history", "--format", "json"]).ok().stdout,
+            history
+        );
+        let last_two = workspace
+            .deed(&["history", "--limit", "2", "--format", "json"])
+            .ok()
+            .stdout;
+        assert_eq!(last_two.lines().count(), 2, "{last_two}");
+        assert!(history.ends_with(&last_two));
+        assert_eq!(workspace.dump_bytes(), dump);
+        workspace.deed(&["state", "check"]).ok();
 
-    workspace.write(
-        "acme.yaml",
-        &ACME.replace(
-            "bob@acme.com: {role: admin}",
-            "bob@acme.com: {role: viewer}",
-        ),
-    );
-    workspace.apply();
-    let after = workspace.deed(&["history", "--format", "json"]).ok().stdout;
-    assert_eq!(after.lines().count(), 17);
-    assert!(after.starts_with(&history), "the old entries stay first");
-    let last = workspace
-        .deed(&["history", "--limit", "1", "--format", "json"])
-        .ok()
-        .json();
-    assert_eq!(
-        (last["seq"].as_u64(), last["change"]["object"].as_str()),
-        (Some(17), Some("bob@acme.com"))
-    );
-    let db = sled::Config::new()
-        .path(workspace.state())
-        .open()
-        .expect("open sled");
-    assert_eq!(
-        db.get(b"m\0schema_version").expect("get").as_deref(),
-        Some(b"2".as_slice()),
-        "a commit of a group marks the state layout 2"
-    );
+        workspace.write(
+            "acme.yaml",
+            &ACME.replace(
+                "bob@acme.com: {role: admin}",
+                "bob@acme.com: {role: viewer}",
+            ),
+        );
+        workspace.apply();
+        let after = workspace.deed(&["history", "--format", "json"]).ok().stdout;
+        assert_eq!(after.lines().count(), 17);
+        assert!(after.starts_with(&history), "the old entries stay first");
+        let last = workspace
+            .deed(&["history", "--limit", "1", "--format", "json"])
+            .ok()
+            .json();
+        assert_eq!(
+            (last["seq"].as_u64(), last["change"]["object"].as_str()),
+            (Some(17), Some("bob@acme.com"))
+        );
+        let db = sled::Config::new()
+            .path(workspace.state())
+            .open()
+            .expect("open sled");
+        assert_eq!(
+            db.get(b"m\0schema_version").expect("get").as_deref(),
+            Some(b"3".as_slice()),
+            "a commit of a group marks the state layout 3"
+        );
+        let (_, newest) = db
+            .scan_prefix(b"h\0")
+            .next_back()
+            .expect("a record")
+            .expect("read");
+        assert_eq!(newest[0], 1, "the new group is packed");
+    }
 }
 
 #[test]

@@ -36,7 +36,7 @@ const SLED_ONLY: &[&str] = &[
     "cli::apply::a_state_of_a_newer_schema_is_refused_naming_both_versions",
     // Rewrites sled's history records as an older deed wrote them; the
     // PostgreSQL history is one row per entry and did not change.
-    "cli::apply::a_state_of_layout_1_keeps_its_history_and_continues_it",
+    "cli::apply::a_state_of_an_older_layout_keeps_its_history_and_continues_it",
 ];
 
 /// Fewer tests than this means a filter matched nothing (a module renamed).
