@@ -98,55 +98,9 @@ pub fn prepare<'a>(
 ) -> Result<ApplyOutcome<'a>, ApplyError> {
     let changes = plan.changes.as_slice();
     let order = by_object(changes);
-    let mut applied = vec![false; changes.len()];
-    let mut conflicts: Vec<(usize, Conflict)> = Vec::new();
-    let mut invalid: Option<ApplyError> = None;
-    let (mut skipped, mut applied_count, mut objects) = (0, 0, 0);
-    for group in ObjectGroups::new(changes, &order) {
-        let first = &changes[group[0]];
-        let mut current = state.fields(first.kind, &first.object);
-        let mut changed = false;
-        for &index in group {
-            let change = &changes[index];
-            let (before, after) = (change.before_fields(), change.after_fields());
-            match decide(change.action, before, after.as_ref(), current.as_ref()) {
-                Decision::Skip => skipped += 1,
-                Decision::Apply => {
-                    current = fields_after(change.action, after, current);
-                    applied[index] = true;
-                    applied_count += 1;
-                    changed = true;
-                }
-                Decision::Conflict(detail) => conflicts.push((
-                    index,
-                    Conflict {
-                        change_id: change.id.to_string(),
-                        kind: change.kind,
-                        object: change.object.to_string(),
-                        detail,
-                    },
-                )),
-            }
-        }
-        if !changed {
-            continue;
-        }
-        objects += 1;
-        let (Some(fields), true) = (current, conflicts.is_empty() && invalid.is_none()) else {
-            continue;
-        };
-        // Every object written must be a valid object of its kind.
-        let (kind, id) = (first.kind, &*first.object);
-        if let Err(error) = Object::from_fields(kind, &fields) {
-            invalid = Some(ApplyError::InvalidChange {
-                change_id: first.id.to_string(),
-                kind,
-                object: id.to_string(),
-                message: format!("{kind} {id}: {error}"),
-            });
-        }
-    }
-    if !conflicts.is_empty() {
+    let checked = check_in_halves(changes, &order, state);
+    if !checked.conflicts.is_empty() {
+        let mut conflicts = checked.conflicts;
         conflicts.sort_by_key(|(index, _)| *index);
         return Err(ApplyError::Conflicts(
             conflicts
@@ -155,9 +109,15 @@ pub fn prepare<'a>(
                 .collect(),
         ));
     }
-    if let Some(error) = invalid {
+    if let Some(error) = checked.invalid {
         return Err(error);
     }
+    let mut applied = vec![false; changes.len()];
+    for &index in &checked.applied {
+        applied[index] = true;
+    }
+    let (skipped, applied_count, objects) =
+        (checked.skipped, checked.applied.len(), checked.objects);
     let commit = if applied_count == 0 {
         Commit::default()
     } else {
@@ -200,6 +160,113 @@ fn by_object(changes: &[Change]) -> Vec<usize> {
         (change_a.kind, &change_a.object, a).cmp(&(change_b.kind, &change_b.object, b))
     });
     order
+}
+
+/// Plans with fewer changes are checked on one thread.
+const CHECK_ON_TWO_THREADS: usize = 20_000;
+
+/// What [`check`] found in a run of [`by_object`]'s order.
+#[derive(Default)]
+struct Checked {
+    /// The changes to apply (indices into the plan).
+    applied: Vec<usize>,
+    /// Every conflict, with its change's index.
+    conflicts: Vec<(usize, Conflict)>,
+    /// The first object, in the run's order, that its applied changes would
+    /// leave invalid; only looked for while the run has no conflict.
+    invalid: Option<ApplyError>,
+    skipped: usize,
+    /// Objects the applied changes write.
+    objects: usize,
+}
+
+/// [`check`] over the whole order, split in two at an object's edge and
+/// checked on two threads when the plan is large. The same result as one
+/// run: conflicts are reported all together and sorted by the caller, and
+/// an invalid object only counts when there is no conflict at all, the
+/// first half's before the second's.
+fn check_in_halves(changes: &[Change], order: &[usize], state: &State) -> Checked {
+    if order.len() < CHECK_ON_TWO_THREADS {
+        return check(changes, order, state);
+    }
+    let mut middle = order.len() / 2;
+    let same_object = |a: usize, b: usize| {
+        let (a, b) = (&changes[a], &changes[b]);
+        a.kind == b.kind && a.object == b.object
+    };
+    while middle < order.len() && same_object(order[middle - 1], order[middle]) {
+        middle += 1;
+    }
+    let (first, second) = order.split_at(middle);
+    let (first, mut second) = std::thread::scope(|scope| {
+        let first = scope.spawn(|| check(changes, first, state));
+        let second = check(changes, second, state);
+        match first.join() {
+            Ok(first) => (first, second),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    });
+    let mut checked = first;
+    checked.applied.append(&mut second.applied);
+    checked.conflicts.append(&mut second.conflicts);
+    checked.invalid = checked.invalid.or(second.invalid);
+    checked.skipped += second.skipped;
+    checked.objects += second.objects;
+    checked
+}
+
+/// Decides the changes of a run of [`by_object`]'s order (whole objects),
+/// each object's changes together, in plan order, against the object as
+/// the previous ones leave it, and checks every object they write.
+fn check(changes: &[Change], order: &[usize], state: &State) -> Checked {
+    let mut checked = Checked::default();
+    for group in ObjectGroups::new(changes, order) {
+        let first = &changes[group[0]];
+        let mut current = state.fields(first.kind, &first.object);
+        let mut changed = false;
+        for &index in group {
+            let change = &changes[index];
+            let (before, after) = (change.before_fields(), change.after_fields());
+            match decide(change.action, before, after.as_ref(), current.as_ref()) {
+                Decision::Skip => checked.skipped += 1,
+                Decision::Apply => {
+                    current = fields_after(change.action, after, current);
+                    checked.applied.push(index);
+                    changed = true;
+                }
+                Decision::Conflict(detail) => checked.conflicts.push((
+                    index,
+                    Conflict {
+                        change_id: change.id.to_string(),
+                        kind: change.kind,
+                        object: change.object.to_string(),
+                        detail,
+                    },
+                )),
+            }
+        }
+        if !changed {
+            continue;
+        }
+        checked.objects += 1;
+        let (Some(fields), true) = (
+            current,
+            checked.conflicts.is_empty() && checked.invalid.is_none(),
+        ) else {
+            continue;
+        };
+        // Every object written must be a valid object of its kind.
+        let (kind, id) = (first.kind, &*first.object);
+        if let Err(error) = Object::from_fields(kind, &fields) {
+            checked.invalid = Some(ApplyError::InvalidChange {
+                change_id: first.id.to_string(),
+                kind,
+                object: id.to_string(),
+                message: format!("{kind} {id}: {error}"),
+            });
+        }
+    }
+    checked
 }
 
 /// The runs of [`by_object`]'s order that touch one object each.
@@ -815,6 +882,107 @@ mod tests {
         let outcome = prepare(&plan, &state, &context()).expect("prepare");
         assert_eq!((outcome.applied, outcome.skipped), (0, 1));
         assert!(outcome.commit.is_empty());
+    }
+
+    /// A plan past [`CHECK_ON_TWO_THREADS`] is checked in two halves, with
+    /// the result of one run: every conflict in plan order, conflicts
+    /// before an invalid object, and the first invalid object in order.
+    #[test]
+    fn a_large_plan_is_checked_in_two_halves_with_the_result_of_one_run() {
+        let state = sample_state();
+        let count = CHECK_ON_TWO_THREADS + 5_000;
+        let organization = |n: usize| format!("org-{n:06}");
+        let creates = || -> Vec<Change> {
+            (0..count)
+                .map(|n| {
+                    change(
+                        Action::Create,
+                        Kind::Organization,
+                        &organization(n),
+                        "null",
+                        r#"{"account": "acme"}"#,
+                    )
+                })
+                .collect()
+        };
+        let invalid = |n: usize| {
+            change(
+                Action::Create,
+                Kind::Organization,
+                &organization(n),
+                "null",
+                r#"{"account": 7}"#,
+            )
+        };
+        let missing = |n: usize| {
+            change(
+                Action::Update,
+                Kind::Organization,
+                &organization(n),
+                r#"{"account": "acme"}"#,
+                r#"{"account": "globex"}"#,
+            )
+        };
+        let outcome = |changes: Vec<Change>| {
+            let plan = Plan::new(changes, Vec::new());
+            let order = by_object(&plan.changes);
+            let one_run = check(&plan.changes, &order, &state);
+            let halves = check_in_halves(&plan.changes, &order, &state);
+            assert_eq!(
+                (halves.applied.len(), halves.skipped, halves.objects),
+                (one_run.applied.len(), one_run.skipped, one_run.objects)
+            );
+            let result = prepare(&plan, &state, &context()).map(|outcome| outcome.applied);
+            (plan, result)
+        };
+        let (first, second) = (10, count - 10);
+
+        let (_, result) = outcome(creates());
+        assert_eq!(result.expect("all apply"), count);
+
+        // An invalid object in each half: the first half's is named.
+        let mut changes = creates();
+        changes[second] = invalid(second);
+        changes[first] = invalid(first);
+        let (plan, result) = outcome(changes.clone());
+        match result {
+            Err(ApplyError::InvalidChange { change_id, .. }) => {
+                assert_eq!(change_id, plan.changes[first].id.to_string())
+            }
+            other => panic!("expected an invalid change, got {other:?}"),
+        }
+        changes[first] = creates().swap_remove(first);
+        let (plan, result) = outcome(changes.clone());
+        match result {
+            Err(ApplyError::InvalidChange { change_id, .. }) => {
+                assert_eq!(change_id, plan.changes[second].id.to_string())
+            }
+            other => panic!("expected an invalid change, got {other:?}"),
+        }
+
+        // A conflict in the second half outweighs an invalid object in the
+        // first; conflicts in both halves come in plan order.
+        let mut changes = creates();
+        changes[first] = invalid(first);
+        changes[second] = missing(second);
+        changes.push(missing(count + 1));
+        changes.push(missing(first + 1));
+        changes.remove(first + 1);
+        let (_, result) = outcome(changes);
+        match result {
+            Err(ApplyError::Conflicts(conflicts)) => assert_eq!(
+                conflicts
+                    .iter()
+                    .map(|conflict| conflict.object.clone())
+                    .collect::<Vec<_>>(),
+                vec![
+                    organization(second),
+                    organization(count + 1),
+                    organization(first + 1)
+                ]
+            ),
+            other => panic!("expected conflicts, got {other:?}"),
+        }
     }
 
     /// `prepare` checks each object as `State::put_fields` would take it.

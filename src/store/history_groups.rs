@@ -16,7 +16,7 @@
 //! JSON's length (little-endian u32), then the JSON compressed with LZ4's
 //! block format. The history is most of what a large commit writes, and its
 //! entries repeat their field names, actions and reasons: packed, a group
-//! takes about a quarter of the bytes (BENCHMARKS.md, session 12). A group
+//! takes about a fifth of the bytes (BENCHMARKS.md, session 12). A group
 //! whose JSON is past [`PACKED_MAX`] (one huge entry) stays plain JSON.
 //!
 //! [`decode_group`] reads every layout: packed groups, plain JSON groups
