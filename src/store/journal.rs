@@ -540,11 +540,13 @@ mod tests {
         vec![folder.join(PARTIAL).exists(), folder.join(JOURNAL).exists()]
     }
 
-    /// Makes `count` assets in parts of 1,000, then fails when `fail`.
+    /// Makes `count` assets in parts of 1,000, then fails when `fail`; the
+    /// asset `broken`, if any, with fields no asset has.
     struct AssetParts {
         next: usize,
         count: usize,
         fail: bool,
+        broken: Option<usize>,
     }
 
     impl MakeParts for AssetParts {
@@ -565,8 +567,11 @@ mod tests {
             let end = (self.next + 1_000).min(self.count);
             let mut part = Commit::default();
             for n in self.next..end {
-                part.objects
-                    .push((Kind::Asset, asset_id(n), Some(to_fields(&asset(n)))));
+                let mut fields = to_fields(&asset(n));
+                if self.broken == Some(n) {
+                    fields.insert("owner".into(), crate::model::FieldValue::Array(Vec::new()));
+                }
+                part.objects.push((Kind::Asset, asset_id(n), Some(fields)));
                 part.history.push(entry(&asset_id(n)));
             }
             self.next = end;
@@ -575,10 +580,15 @@ mod tests {
     }
 
     fn large_commit<'a>(state: &'a State, fail: bool) -> Commit<'a> {
+        large_commit_broken_at(state, fail, None)
+    }
+
+    fn large_commit_broken_at(state: &State, fail: bool, broken: Option<usize>) -> Commit<'_> {
         let maker = AssetParts {
             next: 0,
             count: LARGE,
             fail,
+            broken,
         };
         Commit {
             history: vec![entry("first")],
@@ -629,6 +639,26 @@ mod tests {
             })
             .expect("commit");
         assert_eq!(store.history(Some(1)).expect("history")[0].seq, 3);
+    }
+
+    /// The parts are made on a thread of their own: an invalid object in
+    /// one stops the maker too, and nothing is written.
+    #[test]
+    fn a_large_commit_with_an_invalid_object_writes_nothing() {
+        let folder = tempfile::tempdir().expect("tempdir");
+        let store = filled_store(folder.path());
+        let before = store.load().expect("load");
+        let history = store.history(None).expect("history");
+        let broken = 2_345;
+        match store.commit(large_commit_broken_at(&before, false, Some(broken))) {
+            Err(StoreError::InvalidObject { kind, id, .. }) => {
+                assert_eq!((kind, id), (Kind::Asset, asset_id(broken)))
+            }
+            other => panic!("expected the invalid object, got {other:?}"),
+        }
+        assert_eq!(journal_files(folder.path()), [false, false]);
+        assert_eq!(store.load().expect("load"), before);
+        assert_eq!(store.history(None).expect("history"), history);
     }
 
     #[test]

@@ -11,8 +11,10 @@
 //!
 //! A small commit is one atomic `apply_batch`. A large one (past
 //! `journal::SMALL_RECORDS` records) is encoded part by part, as the
-//! [`Commit`] produces its parts, into a write-ahead journal file, which is
-//! then replayed into the tree in batches (see [`super::journal`]); opening
+//! [`Commit`] produces its parts (a commit made in parts makes the next on
+//! a second thread while this one encodes the last), into a write-ahead
+//! journal file, which is then replayed into the tree in batches (see
+//! [`super::journal`]); opening
 //! a state finishes or discards a commit a crash interrupted, before
 //! anything is read. Either way a reader sees all of a commit or nothing.
 //!
@@ -347,8 +349,7 @@ impl SledStore {
         let mut writer = journal::Writer::new(&self.path);
         let mut seq: Option<u64> = None;
         let mut history = GroupWriter::default();
-        for part in commit.into_parts() {
-            let part = part?;
+        let mut write_part = |part: Commit<'static>| -> Result<(), StoreError> {
             let records = part.own_records() as u64;
             for (kind, id, fields) in part.objects {
                 let key = keys::object(kind, &id);
@@ -395,6 +396,32 @@ impl SledStore {
             if let Some(progress) = progress {
                 progress.advance(records);
             }
+            Ok(())
+        };
+        if commit.rest.is_none() {
+            for part in commit.into_parts() {
+                write_part(part?)?;
+            }
+        } else {
+            // A commit made part by part: the next part is made on a thread
+            // of its own while this one encodes and writes the last.
+            std::thread::scope(|scope| {
+                let (sender, parts) = std::sync::mpsc::sync_channel(1);
+                let maker = scope.spawn(move || {
+                    for part in commit.into_parts() {
+                        // The writer stopped at an error: so does the maker.
+                        if sender.send(part).is_err() {
+                            break;
+                        }
+                    }
+                });
+                let written = parts.iter().try_for_each(|part| write_part(part?));
+                drop(parts);
+                if let Err(panic) = maker.join() {
+                    std::panic::resume_unwind(panic);
+                }
+                written
+            })?;
         }
         if let Some((key, value)) = history.finish() {
             writer.insert(key, value)?;
