@@ -7,7 +7,7 @@
 //! keeps only the assets it changes ([`TargetAssets`]), over the state's.
 
 use std::borrow::Cow;
-use std::collections::{hash_map, BTreeMap, BTreeSet, HashMap};
+use std::collections::{btree_map, hash_map, BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use crate::desired::{Desired, DesiredAccount};
@@ -236,28 +236,38 @@ impl<'s> TargetAssets<'s> {
 
     /// Sets (or creates) asset `id`, keeping the index right.
     pub fn put(&mut self, id: &str, asset: Asset) {
-        let reason = if let Some(old) = self.overlay.get(id) {
-            if let Some(old) = old.asset.unpack() {
-                if let Some(ids) = self.overlay_by_owner.get_mut(&(old.account, old.owner)) {
-                    ids.remove(id);
-                }
-            }
-            old.reason.clone()
-        } else {
-            if let Some(old) = self.base.packed(id) {
-                if let (Some(account), Some(owner)) = (old.account(), old.owner()) {
-                    *self.base_taken.entry((account, owner)).or_default() += 1;
-                }
-            }
-            self.waiting_reasons.remove(id)
-        };
         self.overlay_by_owner
             .entry((asset.account.clone(), asset.owner.clone()))
             .or_default()
             .insert(id.to_string());
-        let asset = PackedAsset::pack(&asset);
-        self.overlay
-            .insert(id.to_string(), ChangedAsset { asset, reason });
+        let packed = PackedAsset::pack(&asset);
+        // One search of the overlay, whether the asset is in it or not.
+        match self.overlay.entry(id.to_string()) {
+            btree_map::Entry::Occupied(mut entry) => {
+                if let Some(old) = entry.get().asset.unpack() {
+                    let moved = (old.account != asset.account) || (old.owner != asset.owner);
+                    if let (true, Some(ids)) = (
+                        moved,
+                        self.overlay_by_owner.get_mut(&(old.account, old.owner)),
+                    ) {
+                        ids.remove(id);
+                    }
+                }
+                entry.get_mut().asset = packed;
+            }
+            btree_map::Entry::Vacant(entry) => {
+                if let Some(old) = self.base.packed(id) {
+                    if let (Some(account), Some(owner)) = (old.account(), old.owner()) {
+                        *self.base_taken.entry((account, owner)).or_default() += 1;
+                    }
+                }
+                let reason = self.waiting_reasons.remove(id);
+                entry.insert(ChangedAsset {
+                    asset: packed,
+                    reason,
+                });
+            }
+        }
     }
 
     /// Sets why asset `id` changes: replacing the reason it had, or only
