@@ -95,6 +95,12 @@ impl Assets {
         self.0.iter()
     }
 
+    /// The assets from `id` on (`id` included), in id order.
+    pub fn packed_from<'a>(&'a self, id: &str) -> btree_map::Range<'a, String, PackedAsset> {
+        self.0
+            .range::<str, _>((std::ops::Bound::Included(id), std::ops::Bound::Unbounded))
+    }
+
     /// The ids, in order.
     pub fn keys(&self) -> btree_map::Keys<'_, String, PackedAsset> {
         self.0.keys()

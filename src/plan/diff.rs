@@ -91,6 +91,13 @@ fn transfer_fields(kind: Kind) -> &'static [&'static str] {
     }
 }
 
+/// From this many changed and created assets on, half of them are diffed
+/// on a second thread.
+const ASSETS_ON_TWO_THREADS: usize = 50_000;
+
+/// The second thread's changes are handed over in chunks of this many.
+const ASSET_CHUNK: usize = 4_096;
+
 struct Differ<'a, 's> {
     desired: &'a Desired,
     state: &'s State,
@@ -134,13 +141,77 @@ impl Differ<'_, '_> {
     }
 
     /// The changed and created assets (the overlay of the target, taken by
-    /// value and freed as it goes), each listed under its new account.
-    /// Both maps are sorted by id: the state's assets are walked in step
-    /// (when a rule moves a million of them, a lookup each costs more),
-    /// up to the last id of the overlay.
-    fn assets(&mut self, overlay: BTreeMap<String, ChangedAsset>) {
-        let mut stored = self.state.assets.packed_iter().peekable();
-        for (id, changed) in overlay {
+    /// value and freed as it goes), each listed under its new account. A
+    /// large overlay is split in two at an id, and its second half diffed
+    /// on a thread of its own, which hands its changes over in chunks as it
+    /// makes them: they go into the same list between the first half's (the
+    /// plan is sorted afterwards either way), so that no second list of
+    /// half the changes is held. Assets keep their reasons in the overlay,
+    /// never in [`Reasons`], so the second half needs none of the first's.
+    fn assets(&mut self, mut overlay: BTreeMap<String, ChangedAsset>) {
+        let middle = (overlay.len() >= ASSETS_ON_TWO_THREADS)
+            .then(|| overlay.keys().nth(overlay.len() / 2).cloned())
+            .flatten();
+        let Some(middle) = middle else {
+            self.asset_changes(overlay, self.state.assets.packed_iter(), &mut |_| {});
+            return;
+        };
+        let second = overlay.split_off(&middle);
+        let (desired, state, target) = (self.desired, self.state, self.target);
+        std::thread::scope(|scope| {
+            let (sender, chunks) = std::sync::mpsc::sync_channel::<Vec<Change>>(4);
+            let thread = scope.spawn(move || {
+                let mut reasons = Reasons::default();
+                let mut changes = Vec::with_capacity(ASSET_CHUNK);
+                let mut differ = Differ {
+                    desired,
+                    state,
+                    target,
+                    reasons: &mut reasons,
+                    changes: &mut changes,
+                    accounts: HashSet::new(),
+                };
+                let mut hand_over = |changes: &mut Vec<Change>| {
+                    if changes.len() >= ASSET_CHUNK {
+                        // The receiver only goes once this thread is joined.
+                        let _ = sender
+                            .send(std::mem::replace(changes, Vec::with_capacity(ASSET_CHUNK)));
+                    }
+                };
+                differ.asset_changes(second, state.assets.packed_from(&middle), &mut hand_over);
+                let _ = sender.send(changes);
+            });
+            let mut take_over = |changes: &mut Vec<Change>| {
+                for chunk in chunks.try_iter() {
+                    changes.extend(chunk);
+                }
+            };
+            self.asset_changes(overlay, self.state.assets.packed_iter(), &mut take_over);
+            for chunk in chunks.iter() {
+                self.changes.extend(chunk);
+            }
+            thread
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        });
+    }
+
+    /// The changes of the assets of `overlay`, against the state's assets
+    /// `stored` (sorted by id, from the overlay's first id or before). Both
+    /// are walked in step (when a rule moves a million assets, a lookup
+    /// each costs more). `every_chunk` is given the changes every
+    /// [`ASSET_CHUNK`] assets.
+    fn asset_changes<'i>(
+        &mut self,
+        overlay: BTreeMap<String, ChangedAsset>,
+        stored: impl Iterator<Item = (&'i String, &'i PackedAsset)>,
+        every_chunk: &mut dyn FnMut(&mut Vec<Change>),
+    ) {
+        let mut stored = stored.peekable();
+        for (at, (id, changed)) in overlay.into_iter().enumerate() {
+            if at % ASSET_CHUNK == 0 {
+                every_chunk(self.changes);
+            }
             while stored.next_if(|(stored_id, _)| **stored_id < id).is_some() {}
             let existing = stored
                 .next_if(|(stored_id, _)| **stored_id == id)

@@ -175,10 +175,34 @@ fn an_apply_killed_at_random_moments_loses_nothing_and_resumes_to_the_same_state
         .workspace
         .deed_on(&fixture.pre(), &["plan", "--format", "json"]);
     let plan = plan_total.ok().json();
+    let changes = plan["changes"].as_array().expect("changes");
     assert!(
-        plan["changes"].as_array().expect("changes").len() >= 100_000,
+        changes.len() >= 100_000,
         "the plan has at least 100,000 changes"
     );
+    // Every asset once, found in the state (a transfer, not a creation),
+    // from dave to the group: the diff splits this many assets in two
+    // halves at an id and makes them on two threads.
+    let objects: std::collections::BTreeSet<&str> = changes
+        .iter()
+        .map(|change| change["object"].as_str().expect("object"))
+        .collect();
+    assert_eq!((changes.len(), objects.len()), (ASSETS, ASSETS));
+    for change in changes {
+        assert_eq!(
+            (
+                change["action"].as_str(),
+                change["before"]["owner"].as_str(),
+                change["after"]["owner"].as_str()
+            ),
+            (
+                Some("transfer"),
+                Some("user:dave@acme.com"),
+                Some("group:analysts")
+            ),
+            "{change}"
+        );
+    }
 
     let kills_wanted = env_number("DEED_CRASH_KILLS", 20) as usize;
     let mut rng = Rng(env_number("DEED_CRASH_SEED", 6));
