@@ -515,6 +515,39 @@ fn a_state_of_an_older_layout_keeps_its_history_and_continues_it() {
     }
 }
 
+/// A packed history record that is damaged on disk is reported as a
+/// corrupt record, with its key, by the commands that read the history;
+/// the objects still load.
+#[test]
+fn a_damaged_history_record_is_reported_as_corrupt_by_what_reads_it() {
+    let workspace = applied();
+    let cut_key = {
+        let db = sled::Config::new()
+            .path(workspace.state())
+            .open()
+            .expect("open sled");
+        let (key, value) = db
+            .scan_prefix(b"h\0")
+            .next_back()
+            .expect("a record")
+            .expect("read");
+        assert_eq!(value[0], 1, "packed");
+        db.insert(&key, &value[..value.len() - 4]).expect("insert");
+        db.flush().expect("flush");
+        String::from_utf8_lossy(&key[2..]).into_owned()
+    };
+    for command in [&["history"][..], &["state", "dump", "out.jsonl"]] {
+        let run = workspace.deed(command).fails();
+        assert!(
+            run.stderr.contains("corrupt record")
+                && run.stderr.contains(&cut_key)
+                && run.stderr.contains("packed history group"),
+            "names the record:\n{run}"
+        );
+    }
+    workspace.deed(&["state", "check"]).ok();
+}
+
 #[test]
 fn a_dump_of_a_newer_schema_is_refused_naming_both_versions() {
     let workspace = applied();
