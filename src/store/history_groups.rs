@@ -259,6 +259,14 @@ mod tests {
         records
     }
 
+    /// Every entry of `records`, in order.
+    fn read(records: &[GroupRecord]) -> Vec<HistoryEntry> {
+        records
+            .iter()
+            .flat_map(|(key, value)| decode_group(key, value).expect("decode"))
+            .collect()
+    }
+
     #[test]
     fn a_commit_is_grouped_by_size_and_read_back_in_order() {
         let entries: Vec<_> = (7..507)
@@ -284,11 +292,7 @@ mod tests {
             );
             next_seq += group.len() as u64;
         }
-        let read: Vec<_> = records
-            .iter()
-            .flat_map(|(key, value)| decode_group(key, value).expect("decode"))
-            .collect();
-        assert_eq!(read, entries);
+        assert_eq!(read(&records), entries);
     }
 
     #[test]
@@ -333,11 +337,7 @@ mod tests {
             .map(|(key, value)| decode_group(key, value).expect("decode").len())
             .collect();
         assert_eq!(sizes, vec![2, 2, 1, 1]);
-        let read: Vec<_> = records
-            .iter()
-            .flat_map(|(key, value)| decode_group(key, value).expect("decode"))
-            .collect();
-        assert_eq!(read, entries);
+        assert_eq!(read(&records), entries);
         let one = serde_json::to_vec(&entries[0]).expect("encode").len();
         assert!(
             unpack(&records[0].1).expect("unpack").len() < 2 * one - 60,
@@ -394,11 +394,7 @@ mod tests {
         assert_eq!(records.len(), 2);
         assert_eq!(records[0].1[0], b'[', "plain JSON");
         assert_eq!(records[1].1[0], PACKED);
-        let read: Vec<_> = records
-            .iter()
-            .flat_map(|(key, value)| decode_group(key, value).expect("decode"))
-            .collect();
-        assert_eq!(read, entries);
+        assert_eq!(read(&records), entries);
     }
 
     #[test]

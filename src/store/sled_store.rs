@@ -14,9 +14,9 @@
 //! [`Commit`] produces its parts (a commit made in parts makes the next on
 //! a second thread while this one encodes the last), into a write-ahead
 //! journal file, which is then replayed into the tree in batches (see
-//! [`super::journal`]); opening
-//! a state finishes or discards a commit a crash interrupted, before
-//! anything is read. Either way a reader sees all of a commit or nothing.
+//! [`super::journal`]); opening a state finishes or discards a commit a
+//! crash interrupted, before anything is read. Either way a reader sees
+//! all of a commit or nothing.
 //!
 //! One writer at a time: [`SledStore::open`] takes an exclusive OS lock on
 //! `<folder>/deed.lock` (std `File::try_lock`, an `flock` on Unix) and keeps
