@@ -506,13 +506,17 @@ fn a_state_of_an_older_layout_keeps_its_history_and_continues_it() {
             Some(b"3".as_slice()),
             "a commit of a group marks the state layout 3"
         );
-        let (_, newest) = db
-            .scan_prefix(b"h\0")
-            .next_back()
-            .expect("a record")
-            .expect("read");
+        let (_, newest) = newest_history_record(&db);
         assert_eq!(newest[0], 1, "the new group is packed");
     }
+}
+
+/// The last history record of a sled state: its key and value.
+fn newest_history_record(db: &sled::Db) -> (sled::IVec, sled::IVec) {
+    db.scan_prefix(b"h\0")
+        .next_back()
+        .expect("a record")
+        .expect("read")
 }
 
 /// A packed history record that is damaged on disk is reported as a
@@ -526,11 +530,7 @@ fn a_damaged_history_record_is_reported_as_corrupt_by_what_reads_it() {
             .path(workspace.state())
             .open()
             .expect("open sled");
-        let (key, value) = db
-            .scan_prefix(b"h\0")
-            .next_back()
-            .expect("a record")
-            .expect("read");
+        let (key, value) = newest_history_record(&db);
         assert_eq!(value[0], 1, "packed");
         db.insert(&key, &value[..value.len() - 4]).expect("insert");
         db.flush().expect("flush");
