@@ -11,7 +11,7 @@
 use std::collections::{btree_map, BTreeMap};
 use std::fmt;
 
-use super::packing::{write_length, write_text, Reader};
+use super::packing::{length_size, write_length, write_text, Reader};
 use super::{Asset, Owner, Tags};
 
 /// An asset's owner, borrowed (from a [`PackedAsset`] or an [`Owner`]).
@@ -197,6 +197,20 @@ impl PackedAsset {
         PackedAsset(bytes.into_boxed_slice())
     }
 
+    /// The packed asset in `bytes` (a store keeps assets packed): `None`
+    /// unless they are exactly what [`PackedAsset::pack`] makes of some
+    /// asset: every text UTF-8 and its length as short as can be, the
+    /// owner tagged, the tags in strictly ascending order, nothing after
+    /// them. So two assets read back are equal when their bytes are.
+    pub fn from_bytes(bytes: &[u8]) -> Option<PackedAsset> {
+        is_packed_asset(bytes).then(|| PackedAsset(bytes.into()))
+    }
+
+    /// The packed bytes, as [`PackedAsset::from_bytes`] reads them.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
     /// The asset packed, as it was (`None` only for bytes `pack` never
     /// makes).
     pub fn unpack(&self) -> Option<Asset> {
@@ -262,6 +276,43 @@ impl PackedAsset {
     }
 }
 
+/// Whether `bytes` are what [`PackedAsset::pack`] makes of some asset.
+fn is_packed_asset(bytes: &[u8]) -> bool {
+    let mut reader = Reader::new(bytes);
+    let mut walk = || -> Option<()> {
+        reader.shortest_text()?;
+        match reader.byte()? {
+            b'u' | b'g' => reader.shortest_text()?,
+            _ => return None,
+        };
+        for _ in 0..2 {
+            match reader.byte()? {
+                0 => {}
+                1 => {
+                    reader.shortest_text()?;
+                }
+                _ => return None,
+            }
+        }
+        // Each version and tag takes at least one byte: a count beyond
+        // the bytes left ends the loop as soon as they run out.
+        for _ in 0..reader.shortest_length()? {
+            reader.shortest_text()?;
+        }
+        let mut previous: Option<&str> = None;
+        for _ in 0..reader.shortest_length()? {
+            let key = reader.shortest_text()?;
+            if previous.is_some_and(|previous| previous >= key) {
+                return None;
+            }
+            previous = Some(key);
+            reader.shortest_text()?;
+        }
+        Some(())
+    };
+    walk().is_some() && reader.bytes.is_empty()
+}
+
 fn owner<'a>(reader: &mut Reader<'a>) -> Option<OwnerRef<'a>> {
     match reader.byte()? {
         b'u' => Some(OwnerRef::User(reader.text()?)),
@@ -294,10 +345,6 @@ fn packed_size(asset: &Asset) -> usize {
             .iter()
             .map(|(key, value)| text(key) + text(value))
             .sum::<usize>()
-}
-
-fn length_size(length: usize) -> usize {
-    (usize::BITS - length.leading_zeros()).div_ceil(7).max(1) as usize
 }
 
 impl fmt::Debug for PackedAsset {
@@ -418,7 +465,81 @@ mod tests {
             prop_assert_eq!(packed.account(), Some(asset.account.as_str()));
             prop_assert_eq!(packed.owner(), Some(asset.owner.borrowed()));
             prop_assert_eq!(packed.has_versions(), !asset.versions.is_empty());
+            let read = PackedAsset::from_bytes(packed.as_bytes());
+            prop_assert_eq!(read.as_ref(), Some(&packed));
             prop_assert_eq!(packed.unpack(), Some(asset));
         }
+
+        #[test]
+        fn bytes_that_pack_makes_of_no_asset_are_refused(
+            asset in asset_strategy(),
+            cut in any::<prop::sample::Index>(),
+            at in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+        ) {
+            let packed = PackedAsset::pack(&asset);
+            let bytes = packed.as_bytes();
+            // Cut anywhere: refused.
+            let cut = cut.index(bytes.len());
+            prop_assert_eq!(PackedAsset::from_bytes(&bytes[..cut]), None);
+            // One byte changed: refused, or an asset that packs to exactly
+            // those bytes.
+            let mut changed = bytes.to_vec();
+            let at = at.index(changed.len());
+            changed[at] = byte;
+            if let Some(read) = PackedAsset::from_bytes(&changed) {
+                let unpacked = read.unpack().expect("accepted bytes unpack");
+                let repacked = PackedAsset::pack(&unpacked);
+                prop_assert_eq!(repacked.as_bytes(), &changed[..]);
+            }
+            // A byte more: refused.
+            let mut longer = bytes.to_vec();
+            longer.push(byte);
+            prop_assert_eq!(PackedAsset::from_bytes(&longer), None);
+        }
+    }
+
+    #[test]
+    fn packed_bytes_in_a_form_pack_never_writes_are_refused() {
+        let asset = Asset {
+            account: "acme".into(),
+            owner: Owner::User("bob@acme.com".into()),
+            creator: None,
+            folder: None,
+            versions: Vec::new(),
+            tags: [
+                ("a".to_string(), "1".to_string()),
+                ("b".to_string(), "2".to_string()),
+            ]
+            .into(),
+        };
+        let bytes = PackedAsset::pack(&asset).as_bytes().to_vec();
+        assert!(PackedAsset::from_bytes(&bytes).is_some());
+        // The account's length 4 written in two bytes instead of one.
+        let mut long_length = vec![0x84, 0x00];
+        long_length.extend_from_slice(&bytes[1..]);
+        assert_eq!(PackedAsset::from_bytes(&long_length), None);
+        // An owner tagged neither u nor g.
+        let mut bad_owner = bytes.clone();
+        bad_owner[5] = b'x';
+        assert_eq!(PackedAsset::from_bytes(&bad_owner), None);
+        // Tags out of order, and a tag repeated.
+        let swapped = Asset {
+            tags: Tags::new(),
+            ..asset.clone()
+        };
+        let mut out_of_order = PackedAsset::pack(&swapped).as_bytes().to_vec();
+        out_of_order.pop();
+        out_of_order.extend_from_slice(&[2, 1, b'b', 1, b'2', 1, b'a', 1, b'1']);
+        assert_eq!(PackedAsset::from_bytes(&out_of_order), None);
+        let mut repeated = PackedAsset::pack(&swapped).as_bytes().to_vec();
+        repeated.pop();
+        repeated.extend_from_slice(&[2, 1, b'a', 1, b'1', 1, b'a', 1, b'2']);
+        assert_eq!(PackedAsset::from_bytes(&repeated), None);
+        // A text that is not UTF-8.
+        let mut not_utf8 = bytes.clone();
+        not_utf8[1] = 0xff;
+        assert_eq!(PackedAsset::from_bytes(&not_utf8), None);
+        assert_eq!(PackedAsset::from_bytes(&[]), None);
     }
 }

@@ -19,6 +19,11 @@ pub(crate) fn write_length(bytes: &mut Vec<u8>, mut length: usize) {
     }
 }
 
+/// The bytes [`write_length`] writes for `length`.
+pub(crate) fn length_size(length: usize) -> usize {
+    (usize::BITS - length.leading_zeros()).div_ceil(7).max(1) as usize
+}
+
 /// Appends `text` as its length and bytes.
 pub(crate) fn write_text(bytes: &mut Vec<u8>, text: &str) {
     write_length(bytes, text.len());
@@ -53,8 +58,27 @@ impl<'a> Reader<'a> {
         None
     }
 
+    /// [`Reader::length`], refusing a length not written in as few bytes
+    /// as [`write_length`] writes it (so that equal values have equal bytes).
+    pub fn shortest_length(&mut self) -> Option<usize> {
+        let before = self.bytes.len();
+        let length = self.length()?;
+        let used = before - self.bytes.len();
+        (used == length_size(length)).then_some(length)
+    }
+
     pub fn text(&mut self) -> Option<&'a str> {
         let length = self.length()?;
+        self.text_of(length)
+    }
+
+    /// [`Reader::text`] with its length as [`Reader::shortest_length`] reads it.
+    pub fn shortest_text(&mut self) -> Option<&'a str> {
+        let length = self.shortest_length()?;
+        self.text_of(length)
+    }
+
+    fn text_of(&mut self, length: usize) -> Option<&'a str> {
         if length > self.bytes.len() {
             return None;
         }

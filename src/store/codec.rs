@@ -2,8 +2,11 @@
 //! the typed [`Object`] of each [`Kind`], and the keys of the sled tree.
 //!
 //! Objects are kept as the serde_json bytes of their typed struct
-//! ([`crate::model::User`], [`crate::model::Asset`], ...) and are always
+//! ([`crate::model::User`], [`crate::model::Group`], ...) and are always
 //! decoded straight into that struct, never through `serde_json::Value`.
+//! Assets, a million in a large state, are kept packed instead (the bytes
+//! of a [`PackedAsset`] after [`PACKED_ASSET`]), which a load keeps as
+//! they are; an asset record of JSON is still read.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -34,7 +37,7 @@ macro_rules! objects {
             /// Decodes the stored bytes of an object of `kind`.
             pub(crate) fn decode(kind: Kind, bytes: &[u8]) -> serde_json::Result<Object> {
                 Ok(match kind {
-                    $(Kind::$variant => Object::$variant(from_stored(bytes)?),)*
+                    $(Kind::$variant => Object::$variant(<$variant as Keep>::from_record(bytes)?),)*
                 })
             }
 
@@ -85,8 +88,8 @@ macro_rules! objects {
                 self.start(Pending::Objects(kind));
                 match kind {
                     $(Kind::$variant => {
-                        let object: $variant = from_stored(bytes)?;
-                        self.$map.push((id.to_string(), object.keep()));
+                        let kept = <$variant as Keep>::kept_from_record(bytes)?;
+                        self.$map.push((id.to_string(), kept));
                     })*
                 }
                 Ok(())
@@ -161,10 +164,29 @@ impl Object {
         Object::deserialize_kind(kind, crate::model::fields_deserializer(fields))
     }
 
-    /// The bytes the store keeps.
+    /// The bytes the sled store keeps: an asset packed (see
+    /// [`PACKED_ASSET`]), any other object as JSON.
     pub(crate) fn encode(&self) -> serde_json::Result<Vec<u8>> {
-        serde_json::to_vec(self)
+        match self {
+            Object::Asset(asset) => Ok(asset_record(&PackedAsset::pack(asset))),
+            object => serde_json::to_vec(object),
+        }
     }
+}
+
+/// The first byte of an asset record kept packed: this byte, then the
+/// bytes of its [`PackedAsset`] (sled layout 4). An asset record of an
+/// older layout, or of the PostgreSQL store, is JSON, which starts with
+/// `{` (or white space), never with this byte: both are read.
+pub(crate) const PACKED_ASSET: u8 = 1;
+
+/// The record of a packed asset.
+fn asset_record(asset: &PackedAsset) -> Vec<u8> {
+    let packed = asset.as_bytes();
+    let mut record = Vec::with_capacity(1 + packed.len());
+    record.push(PACKED_ASSET);
+    record.extend_from_slice(packed);
+    record
 }
 
 /// Decodes one stored record. The record is checked to be UTF-8 once, then
@@ -179,10 +201,21 @@ pub(crate) fn from_stored<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> serde
 }
 
 /// How a state's map keeps an object of its kind: assets packed
-/// ([`PackedAsset`]), every other kind as it is.
-trait Keep {
+/// ([`PackedAsset`]), every other kind as it is; and how it is read from
+/// its record.
+trait Keep: serde::de::DeserializeOwned {
     type Kept;
     fn keep(self) -> Self::Kept;
+
+    /// The object in its stored record (JSON for every kind but assets).
+    fn from_record(bytes: &[u8]) -> serde_json::Result<Self> {
+        from_stored(bytes)
+    }
+
+    /// The object in its stored record, as the state keeps it.
+    fn kept_from_record(bytes: &[u8]) -> serde_json::Result<Self::Kept> {
+        Self::from_record(bytes).map(Self::keep)
+    }
 }
 
 macro_rules! kept_as_they_are {
@@ -212,6 +245,31 @@ impl Keep for Asset {
     fn keep(self) -> PackedAsset {
         PackedAsset::pack(&self)
     }
+
+    fn from_record(bytes: &[u8]) -> serde_json::Result<Asset> {
+        match bytes.first() {
+            Some(&PACKED_ASSET) => packed_record(bytes)?
+                .unpack()
+                .ok_or_else(|| serde::de::Error::custom(MALFORMED_ASSET)),
+            _ => from_stored(bytes),
+        }
+    }
+
+    /// A packed record is checked and kept as its bytes are, with no JSON
+    /// parsed and no field allocated.
+    fn kept_from_record(bytes: &[u8]) -> serde_json::Result<PackedAsset> {
+        match bytes.first() {
+            Some(&PACKED_ASSET) => packed_record(bytes),
+            _ => from_stored(bytes).map(Asset::keep),
+        }
+    }
+}
+
+const MALFORMED_ASSET: &str = "a packed asset record that is cut or malformed";
+
+/// The asset in a record that starts with [`PACKED_ASSET`].
+fn packed_record(bytes: &[u8]) -> serde_json::Result<PackedAsset> {
+    PackedAsset::from_bytes(&bytes[1..]).ok_or_else(|| serde::de::Error::custom(MALFORMED_ASSET))
 }
 
 /// A state's map of one kind, as the builder fills it in bulk.

@@ -720,7 +720,11 @@ mod tests {
         for _ in 0..100 {
             let (key, value) = reader.next_record().expect("record").expect("more");
             let (kind, id) = keys::parse_object(&key).expect("object key");
-            let asset: Asset = serde_json::from_slice(&value.expect("insert")).expect("asset");
+            let Object::Asset(asset) =
+                Object::decode(kind, &value.expect("insert")).expect("asset")
+            else {
+                panic!("not an asset: {id}");
+            };
             first
                 .objects
                 .push((kind, id.to_string(), Some(to_fields(&asset))));

@@ -40,11 +40,12 @@ pub const LOCK_FILE: &str = "deed.lock";
 
 /// The version of the sled layout (`m\0schema_version`). 1: one history
 /// entry per record. 2: history entries in groups of plain JSON. 3: the
-/// groups packed with LZ4. A state of an older layout is read as it is,
-/// and marked with this version by the first commit that writes a group,
-/// so an older deed refuses it instead of misreading its history. A state
-/// with a newer version is refused.
-pub const SLED_SCHEMA_VERSION: u32 = 3;
+/// groups packed with LZ4. 4: assets packed (see `codec::PACKED_ASSET`).
+/// A state of an older layout is read as it is, and marked with this
+/// version by the first commit that writes an object or a history group,
+/// so an older deed refuses it instead of misreading it. A state with a
+/// newer version is refused.
+pub const SLED_SCHEMA_VERSION: u32 = 4;
 
 /// sled's page cache. Left alone, sled 0.34 caches up to 1 GiB, and its
 /// memory grows well past that with a million small keys. At 128 MiB the
@@ -348,6 +349,7 @@ impl SledStore {
         let started = std::time::Instant::now();
         let mut writer = journal::Writer::new(&self.path);
         let mut seq: Option<u64> = None;
+        let mut wrote_object = false;
         let mut history = GroupWriter::default();
         let mut write_part = |part: Commit<'static>| -> Result<(), StoreError> {
             let records = part.own_records() as u64;
@@ -368,6 +370,7 @@ impl SledStore {
                             .encode()
                             .map_err(|error| invalid(error.to_string()))?;
                         writer.insert(key, bytes)?;
+                        wrote_object = true;
                     }
                 }
             }
@@ -428,6 +431,8 @@ impl SledStore {
         }
         if let Some(seq) = seq {
             writer.insert(keys::HISTORY_SEQ.to_vec(), seq.to_string().into_bytes())?;
+        }
+        if seq.is_some() || wrote_object {
             writer.insert(keys::SCHEMA_VERSION.to_vec(), layout_version())?;
         }
         match writer.finish()? {

@@ -390,7 +390,7 @@ fn a_state_of_a_newer_schema_is_refused_naming_both_versions() {
     ] {
         let run = workspace.deed(command).fails();
         assert!(
-            run.stderr.contains("schema version 7") && run.stderr.contains("(3)"),
+            run.stderr.contains("schema version 7") && run.stderr.contains("(4)"),
             "names the versions:\n{run}"
         );
     }
@@ -410,8 +410,9 @@ fn unpacked(value: &[u8]) -> Vec<u8> {
 }
 
 /// Rewrites the history of the sled state at `state` as an older deed
-/// wrote it: layout 1, one record per entry; or layout 2, groups of plain
-/// JSON. Returns how many history records it holds then.
+/// wrote it: layout 1, one record per entry; layout 2, groups of plain
+/// JSON; layout 3, packed groups as now. Returns how many history records
+/// it holds then.
 fn rewrite_history_as_layout(state: &std::path::Path, layout: u32) -> usize {
     let db = sled::Config::new().path(state).open().expect("open sled");
     let records: Vec<_> = db
@@ -422,6 +423,9 @@ fn rewrite_history_as_layout(state: &std::path::Path, layout: u32) -> usize {
     let mut batch = sled::Batch::default();
     for (key, value) in records {
         assert_eq!(value[0], 1, "this deed packs its groups");
+        if layout == 3 {
+            continue;
+        }
         let json = unpacked(&value);
         if layout == 2 {
             batch.insert(key, json);
@@ -455,7 +459,7 @@ fn rewrite_history_as_layout(state: &std::path::Path, layout: u32) -> usize {
 
 #[test]
 fn a_state_of_an_older_layout_keeps_its_history_and_continues_it() {
-    for (layout, records) in [(1, 16), (2, 1)] {
+    for (layout, records) in [(1, 16), (2, 1), (3, 1)] {
         let workspace = applied();
         let history = workspace.deed(&["history", "--format", "json"]).ok().stdout;
         let dump = workspace.dump_bytes();
@@ -464,6 +468,7 @@ fn a_state_of_an_older_layout_keeps_its_history_and_continues_it() {
             records,
             "layout {layout}"
         );
+        assert_eq!(rewrite_assets_as_json(&workspace.state(), &dump), 1);
 
         assert_eq!(
             workspace.deed(&["history", "--format", "json"]).ok().stdout,
@@ -475,27 +480,42 @@ fn a_state_of_an_older_layout_keeps_its_history_and_continues_it() {
             .stdout;
         assert_eq!(last_two.lines().count(), 2, "{last_two}");
         assert!(history.ends_with(&last_two));
-        assert_eq!(workspace.dump_bytes(), dump);
+        assert_eq!(workspace.dump_bytes(), dump, "layout {layout}");
         workspace.deed(&["state", "check"]).ok();
+        let plan = workspace.deed(&["plan"]).ok();
+        assert_eq!(plan.stdout, format!("{NO_CHANGES}\n"), "layout {layout}");
 
         workspace.write(
             "acme.yaml",
-            &ACME.replace(
-                "bob@acme.com: {role: admin}",
-                "bob@acme.com: {role: viewer}",
-            ),
+            &ACME
+                .replace(
+                    "bob@acme.com: {role: admin}",
+                    "bob@acme.com: {role: viewer}",
+                )
+                .replace(
+                    "dataset/ds-1: {owner: \"user:carol@acme.com\"}",
+                    "dataset/ds-1: {owner: \"user:carol@acme.com\"}\n  dataset/ds-2: {owner: \"user:dave@acme.com\"}",
+                ),
         );
         workspace.apply();
         let after = workspace.deed(&["history", "--format", "json"]).ok().stdout;
-        assert_eq!(after.lines().count(), 17);
+        assert_eq!(after.lines().count(), 18);
         assert!(after.starts_with(&history), "the old entries stay first");
-        let last = workspace
-            .deed(&["history", "--limit", "1", "--format", "json"])
-            .ok()
-            .json();
+        let new_entries: Vec<(u64, String)> = after
+            .lines()
+            .skip(16)
+            .map(|line| {
+                let entry: serde_json::Value = serde_json::from_str(line).expect("json");
+                let object = entry["change"]["object"].as_str().expect("object");
+                (entry["seq"].as_u64().expect("seq"), object.to_string())
+            })
+            .collect();
         assert_eq!(
-            (last["seq"].as_u64(), last["change"]["object"].as_str()),
-            (Some(17), Some("bob@acme.com"))
+            new_entries,
+            [
+                (17, "bob@acme.com".to_string()),
+                (18, "dataset/ds-2".to_string())
+            ]
         );
         let db = sled::Config::new()
             .path(workspace.state())
@@ -503,12 +523,57 @@ fn a_state_of_an_older_layout_keeps_its_history_and_continues_it() {
             .expect("open sled");
         assert_eq!(
             db.get(b"m\0schema_version").expect("get").as_deref(),
-            Some(b"3".as_slice()),
-            "a commit of a group marks the state layout 3"
+            Some(b"4".as_slice()),
+            "a commit marks the state layout 4"
         );
         let (_, newest) = newest_history_record(&db);
         assert_eq!(newest[0], 1, "the new group is packed");
+        let asset = |id: &str| {
+            db.get(format!("o\0asset\0{id}").as_bytes())
+                .expect("get")
+                .expect("an asset record")
+        };
+        assert_eq!(asset("dataset/ds-1")[0], b'{', "the old asset stays JSON");
+        assert_eq!(asset("dataset/ds-2")[0], 1, "the new asset is packed");
+        drop(db);
+        workspace.deed(&["state", "check"]).ok();
+        assert_eq!(
+            workspace.deed(&["plan"]).ok().stdout,
+            format!("{NO_CHANGES}\n")
+        );
     }
+}
+
+/// Rewrites every asset record of the sled state at `state` as JSON, as a
+/// deed before layout 4 kept them, from `dump`, a dump of that state.
+/// Returns how many it rewrote.
+fn rewrite_assets_as_json(state: &std::path::Path, dump: &[u8]) -> usize {
+    let db = sled::Config::new().path(state).open().expect("open sled");
+    let mut batch = sled::Batch::default();
+    let mut rewritten = 0;
+    for line in dump
+        .split(|byte| *byte == b'\n')
+        .filter(|line| !line.is_empty())
+    {
+        let record: serde_json::Value = serde_json::from_slice(line).expect("a dump line");
+        if record["kind"] != "asset" {
+            continue;
+        }
+        let key = format!("o\0asset\0{}", record["id"].as_str().expect("id"));
+        let stored = db
+            .get(key.as_bytes())
+            .expect("get")
+            .expect("an asset record");
+        assert_eq!(stored[0], 1, "this deed packs its assets");
+        batch.insert(
+            key.as_bytes(),
+            serde_json::to_vec(&record["value"]).expect("encode"),
+        );
+        rewritten += 1;
+    }
+    db.apply_batch(batch).expect("write");
+    db.flush().expect("flush");
+    rewritten
 }
 
 /// The last history record of a sled state: its key and value.
@@ -546,6 +611,52 @@ fn a_damaged_history_record_is_reported_as_corrupt_by_what_reads_it() {
         );
     }
     workspace.deed(&["state", "check"]).ok();
+}
+
+/// A packed asset record damaged on disk (cut short, or one byte changed
+/// into one no packer writes) is reported as a corrupt record, with its
+/// key, by every command that loads the state; nothing is written.
+#[test]
+fn a_damaged_asset_record_is_reported_as_corrupt_by_what_loads_it() {
+    type Damage = fn(&[u8]) -> Vec<u8>;
+    let damages: [Damage; 2] = [
+        |value| value[..value.len() - 3].to_vec(),
+        |value| {
+            let mut changed = value.to_vec();
+            changed[1 + 1 + "acme".len()] = b'x'; // the owner's tag
+            changed
+        },
+    ];
+    for damage in damages {
+        let workspace = applied();
+        {
+            let db = sled::Config::new()
+                .path(workspace.state())
+                .open()
+                .expect("open sled");
+            let key = b"o\0asset\0dataset/ds-1";
+            let value = db.get(key).expect("get").expect("the asset");
+            assert_eq!(value[0], 1, "packed");
+            db.insert(key, damage(&value)).expect("insert");
+            db.flush().expect("flush");
+        }
+        let dump = workspace.root().join("out.jsonl");
+        for command in [
+            &["state", "check"][..],
+            &["plan"],
+            &["apply"],
+            &["state", "dump", dump.to_str().unwrap()],
+        ] {
+            let run = workspace.deed(command).fails();
+            assert!(
+                run.stderr.contains("corrupt record")
+                    && run.stderr.contains("dataset/ds-1")
+                    && run.stderr.contains("packed asset"),
+                "{command:?} names the record:\n{run}"
+            );
+        }
+        assert!(!dump.exists(), "no dump is left behind");
+    }
 }
 
 #[test]
