@@ -30,9 +30,8 @@ use crate::model::{Invoice, Kind, State};
 /// The version of the dump format (the `deed_dump` of the header).
 pub const DUMP_FORMAT: u32 = 1;
 
-/// How many records a restore writes per sled batch: as many as a journal
-/// replay, for the same reason (sled's memory; see
-/// [`super::journal::REPLAY_RECORDS`]).
+/// How many records a restore writes per sled batch: small, for sled's
+/// memory (see [`super::journal::REPLAY_RECORDS`]).
 const RESTORE_CHUNK: usize = super::journal::REPLAY_RECORDS;
 
 /// A dump file opened as a read-only state, held in memory. Also the empty

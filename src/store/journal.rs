@@ -8,7 +8,7 @@
 //! `<state>/journal.partial`; once the last one is written the file is
 //! synced and renamed to `<state>/journal` (and the folder synced): that
 //! rename is the commit point. The journal is then [`replay`]ed into the
-//! sled tree in batches of [`REPLAY_RECORDS`], sled is flushed, and the
+//! sled tree one record at a time, sled is flushed, and the
 //! journal removed, the folder synced again (so that a later commit can
 //! never be overwritten by a replay of an old journal).
 //!
@@ -45,15 +45,14 @@ pub const PARTIAL: &str = "journal.partial";
 pub const SMALL_RECORDS: usize = 10_000;
 /// ... and at most this many bytes of keys and values.
 pub const SMALL_BYTES: usize = 16 << 20;
-/// Records per sled batch when a journal is replayed (and a dump restored).
-/// sled 0.34 holds on to what a batch of more than about a thousand records
-/// leaves behind until far later: replaying the 2M records of Workload L's
-/// reassign took 1.3 GB in batches of 2,000 but 0.25 GB in batches of 1,000
-/// or fewer, and 250 was also the fastest (9.4 s against 12.4 s for 2,000
-/// and 11.3 s for 1,000; BENCHMARKS.md, session 7).
+/// Records per sled batch when a dump is restored, and per step of the
+/// progress a replay reports. sled 0.34 holds on to what a batch of more
+/// than about a thousand records leaves behind until far later: replaying
+/// the 2M records of Workload L's reassign took 1.3 GB in batches of 2,000
+/// but 0.25 GB in batches of 1,000 or fewer, and 250 was the fastest batch
+/// (9.4 s against 12.4 s for 2,000 and 11.3 s for 1,000; BENCHMARKS.md,
+/// session 7). A replay needs no batch at all (see [`replay`]).
 pub const REPLAY_RECORDS: usize = 250;
-/// ... and at most this many bytes per batch.
-const REPLAY_BYTES: usize = 8 << 20;
 
 /// The magic of the journals this deed writes.
 const MAGIC: &[u8; 8] = b"DEEDJ002";
@@ -233,9 +232,15 @@ impl JournalFile {
 }
 
 /// Replays the journal of the state in `folder` into `db`, flushes sled and
-/// removes the journal. `done` is told how many records each batch wrote.
-/// With `verify`, the whole journal is checked (trailer, hash) before
-/// anything is written.
+/// removes the journal. `done` is told, every [`REPLAY_RECORDS`] records,
+/// how many were written. With `verify`, the whole journal is checked
+/// (trailer, hash) before anything is written.
+///
+/// Each record is written on its own, not in sled batches: the journal
+/// already makes the commit all or nothing (a replay cut short is run
+/// again whole), and sled 0.34 writes single keys faster than batches
+/// (Workload L's reassign, a million records: about 3.3 s against 5.5 s
+/// in batches of 250, the fastest batch; BENCHMARKS.md, session 13).
 pub fn replay(
     folder: &Path,
     db: &sled::Db,
@@ -247,28 +252,23 @@ pub fn replay(
         check(&path)?;
     }
     let mut reader = JournalReader::open(&path)?;
-    let mut batch = sled::Batch::default();
-    let (mut records, mut bytes) = (0usize, 0usize);
+    let mut records = 0usize;
     let sled_error = |source| StoreError::Sled {
         path: folder.to_path_buf(),
         source,
     };
     while let Some((key, value)) = reader.next_record()? {
-        bytes += key.len() + value.as_ref().map_or(0, Vec::len);
         match value {
-            Some(value) => batch.insert(key, value),
-            None => batch.remove(key),
-        }
+            Some(value) => db.insert(key, value).map_err(sled_error)?,
+            None => db.remove(key).map_err(sled_error)?,
+        };
         records += 1;
-        if records >= REPLAY_RECORDS || bytes >= REPLAY_BYTES {
-            db.apply_batch(std::mem::take(&mut batch))
-                .map_err(sled_error)?;
+        if records >= REPLAY_RECORDS {
             done(records as u64);
-            (records, bytes) = (0, 0);
+            records = 0;
         }
     }
     if records > 0 {
-        db.apply_batch(batch).map_err(sled_error)?;
         done(records as u64);
     }
     db.flush().map_err(sled_error)?;
