@@ -704,6 +704,9 @@ object_fields! {
 impl State {
     /// The fields of object `id` of `kind`, if it exists.
     pub fn fields(&self, kind: Kind, id: &str) -> Option<Fields> {
+        if kind == Kind::Asset {
+            return self.assets.packed(id).and_then(PackedAsset::fields);
+        }
         with_kind_map!(self, kind, |map| map
             .get(id)
             .map(|object| to_fields(&object)))
