@@ -30,10 +30,6 @@ use crate::model::{Invoice, Kind, State};
 /// The version of the dump format (the `deed_dump` of the header).
 pub const DUMP_FORMAT: u32 = 1;
 
-/// How many records a restore writes per sled batch: small, for sled's
-/// memory (see [`super::journal::REPLAY_RECORDS`]).
-const RESTORE_CHUNK: usize = super::journal::REPLAY_RECORDS;
-
 /// A dump file opened as a read-only state, held in memory. Also the empty
 /// state of a `--state` that does not exist yet ([`DumpStore::empty`]).
 #[derive(Debug)]
@@ -149,8 +145,10 @@ impl Store for DumpStore {
 /// Restores the dump at `dump_path` into `store`, which must be empty
 /// ([`StoreError::NotEmpty`] otherwise). The whole dump is checked first: a
 /// bad line is [`StoreError::BadDump`] with its line number, and nothing is
-/// written. Large dumps are written in several batches; a restore
-/// interrupted midway leaves a marker that makes the state refuse to open.
+/// written. A marker is written (and flushed) first, then each record on
+/// its own (sled 0.34 writes single keys faster than batches), then the
+/// marker removed in the last batch: a restore interrupted midway leaves
+/// the marker, which makes the state refuse to open.
 pub fn restore(store: &SledStore, dump_path: &Path) -> Result<(), StoreError> {
     let _exclusive = store.exclusive();
     if !store.holds_nothing()? {
@@ -160,22 +158,13 @@ pub fn restore(store: &SledStore, dump_path: &Path) -> Result<(), StoreError> {
     }
     read_dump(dump_path, |_| Ok(()))?;
 
-    let mut batch = sled::Batch::default();
-    batch.insert(keys::RESTORE_INCOMPLETE, b"1".as_slice());
-    let mut pending = 1;
+    let mut marker = sled::Batch::default();
+    marker.insert(keys::RESTORE_INCOMPLETE, b"1".as_slice());
+    store.apply_raw(marker, true)?;
     let mut last_seq = 0;
     let mut history = GroupWriter::default();
     let path = store.path();
-    // Writes one record, a batch at a time.
-    let mut put = |key: Vec<u8>, bytes: Vec<u8>| {
-        batch.insert(key, bytes);
-        pending += 1;
-        if pending >= RESTORE_CHUNK {
-            store.apply_raw(std::mem::take(&mut batch), false)?;
-            pending = 0;
-        }
-        Ok::<(), StoreError>(())
-    };
+    let put = |key: Vec<u8>, bytes: Vec<u8>| store.insert_raw(key, bytes);
     read_dump(dump_path, |record| match record {
         Record::Object { id, object } => {
             let bytes = object.encode().map_err(|error| StoreError::InvalidObject {
@@ -199,6 +188,7 @@ pub fn restore(store: &SledStore, dump_path: &Path) -> Result<(), StoreError> {
             encode(path, &notification)?,
         ),
     })?;
+    let mut batch = sled::Batch::default();
     if let Some((key, value)) = history.finish() {
         batch.insert(key, value);
     }
@@ -936,10 +926,10 @@ mod tests {
     }
 
     #[test]
-    fn large_restores_are_written_in_several_batches() {
+    fn large_restores_are_written_whole_and_leave_no_marker() {
         let folder = tempfile::tempdir().expect("tempdir");
         let mut text = String::from("{\"deed_dump\":1,\"schema_version\":1}\n");
-        let count = RESTORE_CHUNK + 10;
+        let count = 2_000;
         for n in 0..count {
             text.push_str(&format!(
                 "{{\"kind\":\"organization\",\"id\":\"org-{n:06}\",\"value\":{{\"account\":\"acme\"}}}}\n"

@@ -45,13 +45,11 @@ pub const PARTIAL: &str = "journal.partial";
 pub const SMALL_RECORDS: usize = 10_000;
 /// ... and at most this many bytes of keys and values.
 pub const SMALL_BYTES: usize = 16 << 20;
-/// Records per sled batch when a dump is restored, and per step of the
-/// progress a replay reports. sled 0.34 holds on to what a batch of more
-/// than about a thousand records leaves behind until far later: replaying
-/// the 2M records of Workload L's reassign took 1.3 GB in batches of 2,000
-/// but 0.25 GB in batches of 1,000 or fewer, and 250 was the fastest batch
-/// (9.4 s against 12.4 s for 2,000 and 11.3 s for 1,000; BENCHMARKS.md,
-/// session 7). A replay needs no batch at all (see [`replay`]).
+/// How many records a replay writes between two reports of its progress.
+/// (Until session 12 a replay wrote sled batches of this many records:
+/// 250 was the fastest batch, and sled 0.34 holds on to what batches of
+/// over about a thousand records leave behind; BENCHMARKS.md, sessions 7
+/// and 13.)
 pub const REPLAY_RECORDS: usize = 250;
 
 /// The magic of the journals this deed writes.

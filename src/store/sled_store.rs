@@ -188,6 +188,15 @@ impl SledStore {
         Ok(())
     }
 
+    /// Sets one key, with no batch (a restore, whose marker makes it all
+    /// or nothing).
+    pub(crate) fn insert_raw(&self, key: Vec<u8>, value: Vec<u8>) -> Result<(), StoreError> {
+        self.db
+            .insert(key, value)
+            .map_err(|source| self.sled_error(source))?;
+        Ok(())
+    }
+
     /// Holds off every other commit, load and dump of this store in this
     /// process, for a multi-batch write (a restore).
     pub(crate) fn exclusive(&self) -> RwLockWriteGuard<'_, ()> {
