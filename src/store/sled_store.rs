@@ -54,6 +54,13 @@ pub const SLED_SCHEMA_VERSION: u32 = 4;
 /// from a larger cache); 8 MiB gave no further saving.
 const CACHE_CAPACITY: u64 = 32 * 1024 * 1024;
 
+/// How long an open without `--wait` retries a busy lock before it reports
+/// the state in use. A child process that this process is starting holds
+/// a copy of the lock's file descriptor from its fork to its exec, so a
+/// store this process has just dropped can stay locked for that moment
+/// (seen in the tests, which start processes on other threads).
+const LOCK_GRACE: Duration = Duration::from_millis(250);
+
 /// How often `--wait` retries a busy lock.
 const WAIT_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -90,10 +97,14 @@ impl SledStore {
                 path: lock_path.clone(),
                 source,
             })?;
+        let started = std::time::Instant::now();
         loop {
             match lock_file.try_lock() {
                 Ok(()) => break,
                 Err(std::fs::TryLockError::WouldBlock) if wait => std::thread::sleep(WAIT_INTERVAL),
+                Err(std::fs::TryLockError::WouldBlock) if started.elapsed() < LOCK_GRACE => {
+                    std::thread::sleep(LOCK_GRACE / 25)
+                }
                 Err(std::fs::TryLockError::WouldBlock) => {
                     return Err(StoreError::InUse {
                         path: path.to_path_buf(),
