@@ -215,17 +215,7 @@ impl PackedAsset {
     /// makes).
     pub fn unpack(&self) -> Option<Asset> {
         let mut reader = Reader::new(&self.0);
-        let account = reader.text()?.to_string();
-        let owner = owner(&mut reader)?.to_owner();
-        let mut optional = || -> Option<Option<String>> {
-            match reader.byte()? {
-                0 => Some(None),
-                1 => Some(Some(reader.text()?.to_string())),
-                _ => None,
-            }
-        };
-        let creator = optional()?;
-        let folder = optional()?;
+        let head = Head::read(&mut reader)?;
         let count = reader.length()?;
         let mut versions = Vec::with_capacity(count.min(reader.bytes.len()));
         for _ in 0..count {
@@ -238,10 +228,10 @@ impl PackedAsset {
             tags.insert(key, reader.text()?.to_string());
         }
         Some(Asset {
-            account,
-            owner,
-            creator,
-            folder,
+            account: head.account.to_string(),
+            owner: head.owner.to_owner(),
+            creator: head.creator.map(str::to_string),
+            folder: head.folder.map(str::to_string),
             versions,
             tags,
         })
@@ -254,20 +244,8 @@ impl PackedAsset {
     pub fn fields(&self) -> Option<Fields> {
         let mut reader = Reader::new(&self.0);
         let text = |text: &str| FieldValue::String(text.to_string());
-        let account = text(reader.text()?);
-        let owner = FieldValue::String(match owner(&mut reader)? {
-            OwnerRef::User(email) => format!("user:{email}"),
-            OwnerRef::Group(name) => format!("group:{name}"),
-        });
-        let mut optional = || -> Option<FieldValue> {
-            match reader.byte()? {
-                0 => Some(FieldValue::Null),
-                1 => Some(text(reader.text()?)),
-                _ => None,
-            }
-        };
-        let creator = optional()?;
-        let folder = optional()?;
+        let optional = |value: Option<&str>| value.map_or(FieldValue::Null, text);
+        let head = Head::read(&mut reader)?;
         let count = reader.length()?;
         let mut versions = Vec::with_capacity(count.min(reader.bytes.len()));
         for _ in 0..count {
@@ -280,11 +258,15 @@ impl PackedAsset {
             tags.insert(key, text(reader.text()?));
         }
         let mut fields = Fields::with_capacity(6);
+        let owner = match head.owner {
+            OwnerRef::User(email) => format!("user:{email}"),
+            OwnerRef::Group(name) => format!("group:{name}"),
+        };
         for (name, value) in [
-            ("account", account),
-            ("creator", creator),
-            ("folder", folder),
-            ("owner", owner),
+            ("account", text(head.account)),
+            ("creator", optional(head.creator)),
+            ("folder", optional(head.folder)),
+            ("owner", FieldValue::String(owner)),
             ("tags", FieldValue::Object(tags)),
             ("versions", FieldValue::Array(versions)),
         ] {
@@ -308,17 +290,40 @@ impl PackedAsset {
     /// Whether the asset has versions, read in place.
     pub fn has_versions(&self) -> bool {
         let mut reader = Reader::new(&self.0);
-        let mut versions = || -> Option<usize> {
-            reader.text()?;
-            owner(&mut reader)?;
-            for _ in 0..2 {
-                if reader.byte()? == 1 {
-                    reader.text()?;
-                }
+        Head::read(&mut reader)
+            .and_then(|_| reader.length())
+            .is_some_and(|count| count > 0)
+    }
+}
+
+/// The fields of a packed asset before its versions, borrowed.
+struct Head<'a> {
+    account: &'a str,
+    owner: OwnerRef<'a>,
+    creator: Option<&'a str>,
+    folder: Option<&'a str>,
+}
+
+impl<'a> Head<'a> {
+    /// Reads the head from the front of `reader`'s bytes.
+    fn read(reader: &mut Reader<'a>) -> Option<Head<'a>> {
+        let account = reader.text()?;
+        let owner = owner(reader)?;
+        let mut optional = || -> Option<Option<&'a str>> {
+            match reader.byte()? {
+                0 => Some(None),
+                1 => Some(Some(reader.text()?)),
+                _ => None,
             }
-            reader.length()
         };
-        versions().is_some_and(|count| count > 0)
+        let creator = optional()?;
+        let folder = optional()?;
+        Some(Head {
+            account,
+            owner,
+            creator,
+            folder,
+        })
     }
 }
 
