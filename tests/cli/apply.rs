@@ -375,7 +375,7 @@ fn a_state_of_a_newer_schema_is_refused_naming_both_versions() {
     let workspace = applied();
     {
         let db = sled::Config::new()
-            .path(workspace.state())
+            .path(workspace.sled_folder())
             .open()
             .expect("open sled");
         db.insert(b"m\0schema_version", b"7".as_slice())
@@ -464,11 +464,11 @@ fn a_state_of_an_older_layout_keeps_its_history_and_continues_it() {
         let history = workspace.deed(&["history", "--format", "json"]).ok().stdout;
         let dump = workspace.dump_bytes();
         assert_eq!(
-            rewrite_history_as_layout(&workspace.state(), layout),
+            rewrite_history_as_layout(&workspace.sled_folder(), layout),
             records,
             "layout {layout}"
         );
-        assert_eq!(rewrite_assets_as_json(&workspace.state(), &dump), 1);
+        assert_eq!(rewrite_assets_as_json(&workspace.sled_folder(), &dump), 1);
 
         assert_eq!(
             workspace.deed(&["history", "--format", "json"]).ok().stdout,
@@ -518,7 +518,7 @@ fn a_state_of_an_older_layout_keeps_its_history_and_continues_it() {
             ]
         );
         let db = sled::Config::new()
-            .path(workspace.state())
+            .path(workspace.sled_folder())
             .open()
             .expect("open sled");
         assert_eq!(
@@ -592,7 +592,7 @@ fn a_damaged_history_record_is_reported_as_corrupt_by_what_reads_it() {
     let workspace = applied();
     let cut_key = {
         let db = sled::Config::new()
-            .path(workspace.state())
+            .path(workspace.sled_folder())
             .open()
             .expect("open sled");
         let (key, value) = newest_history_record(&db);
@@ -631,7 +631,7 @@ fn a_damaged_asset_record_is_reported_as_corrupt_by_what_loads_it() {
         let workspace = applied();
         {
             let db = sled::Config::new()
-                .path(workspace.state())
+                .path(workspace.sled_folder())
                 .open()
                 .expect("open sled");
             let key = b"o\0asset\0dataset/ds-1";

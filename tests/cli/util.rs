@@ -153,6 +153,19 @@ impl Workspace {
         }
     }
 
+    /// The sled folder of a test that writes sled's keys itself. Such a test
+    /// belongs in `SLED_ONLY` (tests/cli/postgres.rs): on the PostgreSQL run
+    /// the state is a URL, and sled would make a folder of that name in the
+    /// working directory instead.
+    #[track_caller]
+    pub fn sled_folder(&self) -> PathBuf {
+        assert!(
+            self.database.is_none(),
+            "this test writes sled's keys directly: list it in SLED_ONLY (tests/cli/postgres.rs)"
+        );
+        self.state()
+    }
+
     /// Writes `text` to `path` under `specs/`, creating folders.
     pub fn write(&self, path: &str, text: &str) {
         let path = self.specs().join(path);
