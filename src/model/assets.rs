@@ -287,29 +287,89 @@ impl PackedAsset {
         owner(&mut reader)
     }
 
-    /// The asset with `new_owner` for its owner and all else as it was,
+    /// The asset with `new_owner` for its owner and `tags` added to its
+    /// tags (replacing the values of keys it has), all else as it was,
     /// made from the bytes: the same bytes as [`PackedAsset::pack`] of the
-    /// unpacked asset with that owner (a rule that moves a million assets
+    /// unpacked asset so changed (a rule that moves a million assets
     /// neither unpacks nor packs them). `None` only for bytes `pack` never
     /// makes.
-    pub fn with_owner(&self, new_owner: &Owner) -> Option<PackedAsset> {
+    pub fn with_owner_and_tags(
+        &self,
+        new_owner: &Owner,
+        tags: &BTreeMap<String, String>,
+    ) -> Option<PackedAsset> {
         let mut reader = Reader::new(&self.0);
+        let offset = |reader: &Reader| self.0.len() - reader.bytes.len();
         reader.text()?;
-        let owner_starts = self.0.len() - reader.bytes.len();
+        let owner_starts = offset(&reader);
         owner(&mut reader)?;
-        let rest = reader.bytes;
+        let owner_ends = offset(&reader);
         let (tag, text) = match new_owner {
             Owner::User(email) => (b'u', email),
             Owner::Group(name) => (b'g', name),
         };
-        let mut bytes = Vec::with_capacity(
-            owner_starts + 1 + length_size(text.len()) + text.len() + rest.len(),
-        );
+        let mut bytes = Vec::with_capacity(self.0.len() + text.len() + 16);
         bytes.extend_from_slice(&self.0[..owner_starts]);
         bytes.push(tag);
         write_text(&mut bytes, text);
-        bytes.extend_from_slice(rest);
+        if tags.is_empty() {
+            bytes.extend_from_slice(&self.0[owner_ends..]);
+            return Some(PackedAsset(bytes.into_boxed_slice()));
+        }
+        for _ in 0..2 {
+            if reader.byte()? == 1 {
+                reader.text()?;
+            }
+        }
+        for _ in 0..reader.length()? {
+            reader.text()?;
+        }
+        bytes.extend_from_slice(&self.0[owner_ends..offset(&reader)]);
+        let mut had = Vec::new();
+        for _ in 0..reader.length()? {
+            had.push((reader.text()?, reader.text()?));
+        }
+        // Both in ascending order of keys: merged, the added value winning.
+        let mut had = had.into_iter().peekable();
+        let mut added = tags
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .peekable();
+        let mut merged = Vec::with_capacity(had.len() + tags.len());
+        loop {
+            let next = match (had.peek(), added.peek()) {
+                (Some(old), Some(new)) if old.0 < new.0 => had.next(),
+                (Some(old), Some(new)) if old.0 == new.0 => {
+                    had.next();
+                    added.next()
+                }
+                (_, Some(_)) => added.next(),
+                (Some(_), None) => had.next(),
+                (None, None) => break,
+            };
+            merged.extend(next);
+        }
+        write_length(&mut bytes, merged.len());
+        for (key, value) in merged {
+            write_text(&mut bytes, key);
+            write_text(&mut bytes, value);
+        }
         Some(PackedAsset(bytes.into_boxed_slice()))
+    }
+
+    /// The asset's tags in ascending order of keys, read in place.
+    pub fn tags(&self) -> Option<Vec<(&str, &str)>> {
+        let mut reader = Reader::new(&self.0);
+        Head::read(&mut reader)?;
+        for _ in 0..reader.length()? {
+            reader.text()?;
+        }
+        let count = reader.length()?;
+        let mut tags = Vec::with_capacity(count.min(reader.bytes.len()));
+        for _ in 0..count {
+            tags.push((reader.text()?, reader.text()?));
+        }
+        Some(tags)
     }
 
     /// Whether the asset has versions, read in place.
@@ -535,12 +595,27 @@ mod tests {
 
     proptest! {
         #[test]
-        fn an_owner_set_in_place_packs_as_the_asset_with_that_owner(
+        fn an_owner_and_tags_set_in_place_pack_as_the_asset_so_changed(
             asset in asset_strategy(),
             other in asset_strategy(),
+            shared in prop::collection::vec(any::<prop::sample::Index>(), 0..3),
         ) {
-            let moved = PackedAsset::pack(&asset).with_owner(&other.owner);
-            let expected = Asset { owner: other.owner.clone(), ..asset };
+            // Added tags: the other asset's, and some of this one's keys
+            // with new values.
+            let mut tags: BTreeMap<String, String> = other.tags.iter()
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect();
+            let keys: Vec<&String> = asset.tags.iter().map(|(key, _)| key).collect();
+            for index in shared {
+                if !keys.is_empty() {
+                    tags.insert(index.get(&keys).to_string(), "replaced".to_string());
+                }
+            }
+            let moved = PackedAsset::pack(&asset).with_owner_and_tags(&other.owner, &tags);
+            let mut expected = Asset { owner: other.owner.clone(), ..asset };
+            for (key, value) in &tags {
+                expected.tags.insert(key.clone(), value.clone());
+            }
             prop_assert_eq!(moved, Some(PackedAsset::pack(&expected)));
         }
 
@@ -549,6 +624,9 @@ mod tests {
             let packed = PackedAsset::pack(&asset);
             prop_assert_eq!(packed.0.len(), packed_size(&asset));
             prop_assert_eq!(packed.account(), Some(asset.account.as_str()));
+            let tags: Vec<(&str, &str)> =
+                asset.tags.iter().map(|(key, value)| (key.as_str(), value.as_str())).collect();
+            prop_assert_eq!(packed.tags(), Some(tags));
             prop_assert_eq!(packed.owner(), Some(asset.owner.borrowed()));
             prop_assert_eq!(packed.has_versions(), !asset.versions.is_empty());
             let read = PackedAsset::from_bytes(packed.as_bytes());

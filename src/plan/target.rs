@@ -276,9 +276,8 @@ impl<'s> TargetAssets<'s> {
     /// and [`Target::set_reason`] for each, in fewer searches of the
     /// large maps: the overlay and the state's assets are searched once
     /// for each (a rule's assets lie scattered among a million others),
-    /// and without tags an asset is moved in its packed bytes, not
-    /// unpacked. `ids` are some of [`TargetAssets::owned_by`]'s for
-    /// `account` and `from`.
+    /// and an asset is changed in its packed bytes, not unpacked. `ids`
+    /// are some of [`TargetAssets::owned_by`]'s for `account` and `from`.
     pub fn reassign(
         &mut self,
         (account, from): (&str, &Owner),
@@ -287,17 +286,7 @@ impl<'s> TargetAssets<'s> {
         tags: &BTreeMap<String, String>,
         reason: &Arc<str>,
     ) {
-        let moved = |asset: &PackedAsset| -> Option<PackedAsset> {
-            if tags.is_empty() {
-                return asset.with_owner(to);
-            }
-            let mut asset = asset.unpack()?;
-            asset.owner = to.clone();
-            for (key, value) in tags {
-                asset.tags.insert(key.clone(), value.clone());
-            }
-            Some(PackedAsset::pack(&asset))
-        };
+        let moved = |asset: &PackedAsset| asset.with_owner_and_tags(to, tags);
         let mut arrived = BTreeSet::new();
         let mut left = Vec::new();
         for id in ids {
