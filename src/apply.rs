@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 use sha2::{Digest, Sha256};
 
-use crate::model::{FieldValue, Fields, Kind, State, Timestamp};
+use crate::model::{FieldValue, Fields, Kind, Owner, OwnerRef, State, Timestamp};
 use crate::plan::{Action, Change, PackedFieldsRef, Plan};
 use crate::store::codec::Object;
 use crate::store::{Commit, HistoryEntry, MakeParts, Notification, Parts, StoreError};
@@ -222,6 +222,16 @@ fn check(changes: &[Change], order: &[usize], state: &State) -> Checked {
     let mut checked = Checked::default();
     for group in ObjectGroups::new(changes, order) {
         let first = &changes[group[0]];
+        if let ([index], Some(decision)) = (group, owner_transfer(first, state)) {
+            match decision {
+                OwnerTransfer::Skip => checked.skipped += 1,
+                OwnerTransfer::Apply => {
+                    checked.applied.push(*index);
+                    checked.objects += 1;
+                }
+            }
+            continue;
+        }
         let mut current = state.fields(first.kind, &first.object);
         let mut changed = false;
         for &index in group {
@@ -267,6 +277,72 @@ fn check(changes: &[Change], order: &[usize], state: &State) -> Checked {
         }
     }
     checked
+}
+
+/// What [`check`] decides of a transfer of an asset, read in place (a
+/// rule that moves a million assets makes a million of them).
+enum OwnerTransfer {
+    Skip,
+    Apply,
+}
+
+/// `change` decided without unpacking the asset, when it transfers an
+/// existing asset and changes only its `owner` and `tags`, and the asset
+/// is at `after` (skip) or at `before` (apply, when the new owner and tags
+/// are valid: its other fields stay as the state holds them). The same
+/// decision as the general check's; `None` leaves the change to it, which
+/// also words a conflict.
+fn owner_transfer(change: &Change, state: &State) -> Option<OwnerTransfer> {
+    if change.kind != Kind::Asset || change.action != Action::Transfer {
+        return None;
+    }
+    let (before, after) = (change.before()?, change.after()?);
+    let asset = state.assets.packed(&change.object)?;
+    let owner = asset.owner()?;
+    let tags = asset.tags()?;
+    // Whether the asset is at `side`; `None` for a side with other fields.
+    let is_at = |side: PackedFieldsRef| -> Option<bool> {
+        let mut known = 0;
+        let mut at = true;
+        if side.contains_key("owner") {
+            known += 1;
+            at &= match (side.text("owner"), owner) {
+                (Some(text), OwnerRef::User(email)) => text.strip_prefix("user:") == Some(email),
+                (Some(text), OwnerRef::Group(name)) => text.strip_prefix("group:") == Some(name),
+                (None, _) => false,
+            };
+        }
+        if let Some(wanted) = side.get("tags") {
+            known += 1;
+            at &= match wanted {
+                FieldValue::Object(wanted) => {
+                    wanted.len() == tags.len()
+                        && wanted.iter().zip(&tags).all(|((key, value), (had, text))| {
+                            key == had && value.as_str() == Some(*text)
+                        })
+                }
+                _ => false,
+            };
+        }
+        (known == side.len()).then_some(at)
+    };
+    let valid = || {
+        after
+            .text("owner")
+            .is_none_or(|text| text.parse::<Owner>().is_ok())
+            && after.get("tags").is_none_or(|tags| match tags {
+                FieldValue::Object(tags) => tags.iter().all(|(_, value)| value.as_str().is_some()),
+                _ => false,
+            })
+            && (!after.contains_key("owner") || after.text("owner").is_some())
+    };
+    if is_at(after)? {
+        Some(OwnerTransfer::Skip)
+    } else if is_at(before)? && valid() {
+        Some(OwnerTransfer::Apply)
+    } else {
+        None
+    }
 }
 
 /// The runs of [`by_object`]'s order that touch one object each.
@@ -694,6 +770,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::model::Asset;
     use crate::store::sled_store::tests::sample_state;
 
     fn fields(value: serde_json::Value) -> Option<Fields> {
@@ -721,6 +798,75 @@ mod tests {
             now: Some("2026-11-23T12:00:00Z".parse().expect("timestamp")),
             actor: Some("alice@acme.com".into()),
             revision: None,
+        }
+    }
+
+    /// A side of a transfer for [`a_transfer_read_in_place_is_decided_as_the_general_check_decides`]:
+    /// an owner (`None`: absent; "nonsense" is no owner), tags (`None`:
+    /// absent), and maybe a field other than those two.
+    fn transfer_side(owner: Option<&str>, tags: Option<serde_json::Value>, other: bool) -> Fields {
+        let mut side = serde_json::Map::new();
+        if let Some(owner) = owner {
+            side.insert("owner".into(), json!(owner));
+        }
+        if let Some(tags) = tags {
+            side.insert("tags".into(), tags);
+        }
+        if other {
+            side.insert("folder".into(), json!("f"));
+        }
+        side.into()
+    }
+
+    proptest::proptest! {
+        /// The transfer of an asset read in place ([`owner_transfer`])
+        /// decides what the general check decides: skip, apply (and the
+        /// asset so changed is valid), or nothing, which leaves it to the
+        /// general check (a conflict, an invalid asset, another field).
+        #[test]
+        fn a_transfer_read_in_place_is_decided_as_the_general_check_decides(
+            (owner, tags) in (0usize..3, proptest::collection::btree_map("k[12]", "v[12]", 0..3)),
+            before in (proptest::option::of(0usize..4), proptest::option::of(proptest::collection::btree_map("k[12]", "v[12]", 0..3)), proptest::bool::weighted(0.1)),
+            after in (proptest::option::of(0usize..4), proptest::option::of(proptest::collection::btree_map("k[12]", "v[12]", 0..3)), proptest::bool::weighted(0.1), proptest::bool::weighted(0.1)),
+        ) {
+            let owners = ["user:a@x.com", "user:b@x.com", "group:g", "nonsense"];
+            let mut state = State::default();
+            let asset: Asset = serde_json::from_value(json!({
+                "account": "acme", "owner": owners[owner], "tags": tags,
+                "creator": null, "folder": null, "versions": [],
+            })).expect("asset");
+            state.assets.insert("file/f-1".into(), asset);
+            let before = transfer_side(before.0.map(|o| owners[o]), before.1.map(|t| json!(t)), before.2);
+            let after_tags = match (after.1, after.3) {
+                (_, true) => Some(json!("not tags")),
+                (tags, false) => tags.map(|t| json!(t)),
+            };
+            let after = transfer_side(after.0.map(|o| owners[o]), after_tags, after.2);
+            proptest::prop_assume!(!before.is_empty() && !after.is_empty());
+            let change = Change::new(Action::Transfer, Kind::Asset, "file/f-1", "acme", Some(before.clone()), Some(after.clone()), "test");
+            let current = state.fields(Kind::Asset, "file/f-1");
+            let general = match decide(Action::Transfer, Some(before), Some(&after), current.as_ref()) {
+                Decision::Skip => "skip",
+                Decision::Apply => {
+                    let fields = fields_after(Action::Transfer, Some(after), current).expect("fields");
+                    if Object::from_fields(Kind::Asset, &fields).is_ok() { "apply" } else { "invalid" }
+                }
+                Decision::Conflict(_) => "conflict",
+            };
+            let in_place = match owner_transfer(&change, &state) {
+                Some(OwnerTransfer::Skip) => "skip",
+                Some(OwnerTransfer::Apply) => "apply",
+                None => "left to the general check",
+            };
+            let only_owner_and_tags = !change.before().expect("before").contains_key("folder")
+                && !change.after().expect("after").contains_key("folder");
+            match in_place {
+                "left to the general check" if only_owner_and_tags => {
+                    proptest::prop_assert!(general == "conflict" || general == "invalid", "general: {general}")
+                }
+                "left to the general check" => {}
+                decided => proptest::prop_assert_eq!(decided, general),
+            }
         }
     }
 

@@ -131,6 +131,16 @@ impl<'a> PackedFieldsRef<'a> {
         self.find(name).is_some()
     }
 
+    /// How many fields there are.
+    pub fn len(self) -> usize {
+        Reader { bytes: self.0 }.length().unwrap_or_default()
+    }
+
+    /// Whether there are no fields.
+    pub fn is_empty(self) -> bool {
+        self.len() == 0
+    }
+
     /// A reader at the value of field `name`.
     fn find(self, name: &str) -> Option<Reader<'a>> {
         let mut reader = Reader { bytes: self.0 };
