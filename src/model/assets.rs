@@ -298,23 +298,56 @@ impl PackedAsset {
         new_owner: &Owner,
         tags: &BTreeMap<String, String>,
     ) -> Option<PackedAsset> {
+        let added = tags
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.as_str()));
+        self.changed(Some(new_owner), TagChange::Add(added.collect()))
+    }
+
+    /// The asset with `new_owner` for its owner, when given, and `tags`
+    /// for all its tags, when given (ascending and without repeated keys,
+    /// as a map gives them), all else as it was: the same bytes as
+    /// [`PackedAsset::pack`] of the unpacked asset so changed. `None` for
+    /// tags out of order, and for bytes `pack` never makes.
+    pub fn with_owner_and_all_tags(
+        &self,
+        new_owner: Option<&Owner>,
+        tags: Option<Vec<(&str, &str)>>,
+    ) -> Option<PackedAsset> {
+        let tags = match tags {
+            Some(tags) if !tags.windows(2).all(|pair| pair[0].0 < pair[1].0) => return None,
+            Some(tags) => TagChange::Replace(tags),
+            None => TagChange::Keep,
+        };
+        self.changed(new_owner, tags)
+    }
+
+    /// The asset with its owner and tags changed, packed from its bytes.
+    fn changed(&self, new_owner: Option<&Owner>, tags: TagChange) -> Option<PackedAsset> {
         let mut reader = Reader::new(&self.0);
         let offset = |reader: &Reader| self.0.len() - reader.bytes.len();
         reader.text()?;
         let owner_starts = offset(&reader);
         owner(&mut reader)?;
         let owner_ends = offset(&reader);
-        let (tag, text) = match new_owner {
-            Owner::User(email) => (b'u', email),
-            Owner::Group(name) => (b'g', name),
-        };
-        let mut bytes = Vec::with_capacity(self.0.len() + text.len() + 16);
-        bytes.extend_from_slice(&self.0[..owner_starts]);
-        bytes.push(tag);
-        write_text(&mut bytes, text);
-        if tags.is_empty() {
-            bytes.extend_from_slice(&self.0[owner_ends..]);
-            return Some(PackedAsset(bytes.into_boxed_slice()));
+        let mut bytes = Vec::with_capacity(self.0.len() + 64);
+        match new_owner {
+            Some(new_owner) => {
+                let (tag, text) = match new_owner {
+                    Owner::User(email) => (b'u', email),
+                    Owner::Group(name) => (b'g', name),
+                };
+                bytes.extend_from_slice(&self.0[..owner_starts]);
+                bytes.push(tag);
+                write_text(&mut bytes, text);
+            }
+            None => bytes.extend_from_slice(&self.0[..owner_ends]),
+        }
+        if let TagChange::Add(added) = &tags {
+            if added.is_empty() {
+                bytes.extend_from_slice(&self.0[owner_ends..]);
+                return Some(exactly(&bytes));
+            }
         }
         for _ in 0..2 {
             if reader.byte()? == 1 {
@@ -325,36 +358,45 @@ impl PackedAsset {
             reader.text()?;
         }
         bytes.extend_from_slice(&self.0[owner_ends..offset(&reader)]);
+        let tags_start = offset(&reader);
         let mut had = Vec::new();
         for _ in 0..reader.length()? {
             had.push((reader.text()?, reader.text()?));
         }
-        // Both in ascending order of keys: merged, the added value winning.
-        let mut had = had.into_iter().peekable();
-        let mut added = tags
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .peekable();
-        let mut merged = Vec::with_capacity(had.len() + tags.len());
-        loop {
-            let next = match (had.peek(), added.peek()) {
-                (Some(old), Some(new)) if old.0 < new.0 => had.next(),
-                (Some(old), Some(new)) if old.0 == new.0 => {
-                    had.next();
-                    added.next()
+        let merged = match tags {
+            TagChange::Keep => {
+                bytes.extend_from_slice(&self.0[tags_start..]);
+                return Some(exactly(&bytes));
+            }
+            TagChange::Replace(tags) => tags,
+            TagChange::Add(added) => {
+                // Both in ascending order of keys: merged, the added value
+                // winning.
+                let mut merged = Vec::with_capacity(had.len() + added.len());
+                let mut had = had.into_iter().peekable();
+                let mut added = added.into_iter().peekable();
+                loop {
+                    let next = match (had.peek(), added.peek()) {
+                        (Some(old), Some(new)) if old.0 < new.0 => had.next(),
+                        (Some(old), Some(new)) if old.0 == new.0 => {
+                            had.next();
+                            added.next()
+                        }
+                        (_, Some(_)) => added.next(),
+                        (Some(_), None) => had.next(),
+                        (None, None) => break,
+                    };
+                    merged.extend(next);
                 }
-                (_, Some(_)) => added.next(),
-                (Some(_), None) => had.next(),
-                (None, None) => break,
-            };
-            merged.extend(next);
-        }
+                merged
+            }
+        };
         write_length(&mut bytes, merged.len());
         for (key, value) in merged {
             write_text(&mut bytes, key);
             write_text(&mut bytes, value);
         }
-        Some(PackedAsset(bytes.into_boxed_slice()))
+        Some(exactly(&bytes))
     }
 
     /// The asset's tags in ascending order of keys, read in place.
@@ -379,6 +421,21 @@ impl PackedAsset {
             .and_then(|_| reader.length())
             .is_some_and(|count| count > 0)
     }
+}
+
+/// The packed asset of `bytes`, in an allocation of exactly their size
+/// (a vector shrunk in place keeps its larger block with mimalloc: on a
+/// million assets moved, 40 MB more at the plan's peak).
+fn exactly(bytes: &[u8]) -> PackedAsset {
+    PackedAsset(bytes.into())
+}
+
+/// How [`PackedAsset::changed`] changes the tags: not at all, by adding
+/// some (ascending), or by replacing them all (ascending, keys unique).
+enum TagChange<'t> {
+    Keep,
+    Add(Vec<(&'t str, &'t str)>),
+    Replace(Vec<(&'t str, &'t str)>),
 }
 
 /// The fields of a packed asset before its versions, borrowed.
@@ -617,6 +674,33 @@ mod tests {
                 expected.tags.insert(key.clone(), value.clone());
             }
             prop_assert_eq!(moved, Some(PackedAsset::pack(&expected)));
+        }
+
+        #[test]
+        fn an_owner_and_all_tags_set_in_place_pack_as_the_asset_so_changed(
+            asset in asset_strategy(),
+            other in asset_strategy(),
+            (set_owner, set_tags) in (any::<bool>(), any::<bool>()),
+        ) {
+            let tags: Vec<(&str, &str)> =
+                other.tags.iter().map(|(key, value)| (key.as_str(), value.as_str())).collect();
+            let changed = PackedAsset::pack(&asset).with_owner_and_all_tags(
+                set_owner.then_some(&other.owner),
+                set_tags.then(|| tags.clone()),
+            );
+            let mut expected = asset.clone();
+            if set_owner {
+                expected.owner = other.owner.clone();
+            }
+            if set_tags {
+                expected.tags = other.tags.clone();
+            }
+            prop_assert_eq!(changed, Some(PackedAsset::pack(&expected)));
+            if tags.len() > 1 {
+                let reversed: Vec<(&str, &str)> = tags.iter().rev().copied().collect();
+                let refused = PackedAsset::pack(&asset).with_owner_and_all_tags(None, Some(reversed));
+                prop_assert_eq!(refused, None);
+            }
         }
 
         #[test]
