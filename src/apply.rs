@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 use sha2::{Digest, Sha256};
 
-use crate::model::{FieldValue, Fields, Kind, Owner, OwnerRef, State, Timestamp};
+use crate::model::{FieldValue, Fields, Kind, Owner, OwnerRef, PackedAsset, State, Timestamp};
 use crate::plan::{Action, Change, PackedFieldsRef, Plan};
 use crate::store::codec::Object;
 use crate::store::{Commit, HistoryEntry, MakeParts, Notification, Parts, StoreError};
@@ -345,6 +345,49 @@ fn owner_transfer(change: &Change, state: &State) -> Option<OwnerTransfer> {
     }
 }
 
+/// A part's objects: as fields, and assets packed.
+type ObjectsPart = (
+    Vec<(Kind, String, Option<Fields>)>,
+    Vec<(String, PackedAsset)>,
+);
+
+/// The asset that applied `change` leaves, made from the state's packed
+/// asset, when `change` is its only applied change and transfers it
+/// changing only its `owner` and `tags`: the same asset as the fields
+/// [`next_fields`] gives (a transfer sets the fields of its `after`),
+/// packed. `None` leaves it to them.
+fn transferred_asset(change: &Change, state: &State) -> Option<PackedAsset> {
+    if change.kind != Kind::Asset || change.action != Action::Transfer {
+        return None;
+    }
+    let after = change.after()?;
+    let owner = match after.contains_key("owner") {
+        true => Some(after.text("owner")?.parse::<Owner>().ok()?),
+        false => None,
+    };
+    let tags = match after.get("tags") {
+        Some(FieldValue::Object(tags)) => Some(tags),
+        Some(_) => return None,
+        None => None,
+    };
+    let known = usize::from(owner.is_some()) + usize::from(tags.is_some());
+    if known != after.len() {
+        return None;
+    }
+    let tags = match &tags {
+        Some(tags) => Some(
+            tags.iter()
+                .map(|(key, value)| Some((key.as_str(), value.as_str()?)))
+                .collect::<Option<Vec<_>>>()?,
+        ),
+        None => None,
+    };
+    state
+        .assets
+        .packed(&change.object)?
+        .with_owner_and_all_tags(owner.as_ref(), tags)
+}
+
 /// The runs of [`by_object`]'s order that touch one object each.
 struct ObjectGroups<'o> {
     changes: &'o [Change],
@@ -421,20 +464,23 @@ struct ApplyParts {
 }
 
 impl ApplyParts {
-    fn objects(
-        &mut self,
-        changes: &[Change],
-        state: &State,
-    ) -> Vec<(Kind, String, Option<Fields>)> {
-        let mut objects = Vec::new();
+    /// The next objects to write: as fields, and the assets that a
+    /// transfer changes, packed ([`transferred_asset`]).
+    fn objects(&mut self, changes: &[Change], state: &State) -> ObjectsPart {
+        let (mut objects, mut packed_assets) = (Vec::new(), Vec::new());
         let mut groups = ObjectGroups::new(changes, &self.order[self.objects_at..]);
-        while objects.len() < PART_CHANGES {
+        while objects.len() + packed_assets.len() < PART_CHANGES {
             let Some(group) = groups.next() else { break };
             self.objects_at += group.len();
-            if !group.iter().any(|&index| self.applied[index]) {
+            let mut applied = group.iter().filter(|&&index| self.applied[index]);
+            let (Some(&index), only) = (applied.next(), applied.next().is_none()) else {
+                continue;
+            };
+            let first = &changes[group[0]];
+            if let (true, Some(asset)) = (only, transferred_asset(&changes[index], state)) {
+                packed_assets.push((first.object.to_string(), asset));
                 continue;
             }
-            let first = &changes[group[0]];
             let mut current = state.fields(first.kind, &first.object);
             for &index in group.iter().filter(|&&index| self.applied[index]) {
                 current = next_fields(&changes[index], current);
@@ -445,7 +491,7 @@ impl ApplyParts {
             self.order = Vec::new();
             self.objects_at = 0;
         }
-        objects
+        (objects, packed_assets)
     }
 
     fn history(
@@ -483,10 +529,11 @@ impl MakeParts for ApplyParts {
         state: &State,
     ) -> Option<Result<Commit<'static>, StoreError>> {
         while !self.order.is_empty() {
-            let objects = self.objects(changes, state);
-            if !objects.is_empty() {
+            let (objects, packed_assets) = self.objects(changes, state);
+            if !objects.is_empty() || !packed_assets.is_empty() {
                 return Some(Ok(Commit {
                     objects,
+                    packed_assets,
                     ..Commit::default()
                 }));
             }
@@ -822,7 +869,9 @@ mod tests {
         /// The transfer of an asset read in place ([`owner_transfer`])
         /// decides what the general check decides: skip, apply (and the
         /// asset so changed is valid), or nothing, which leaves it to the
-        /// general check (a conflict, an invalid asset, another field).
+        /// general check (a conflict, an invalid asset, another field);
+        /// and the asset an applied transfer leaves, made in place
+        /// ([`transferred_asset`]), is the one made through fields.
         #[test]
         fn a_transfer_read_in_place_is_decided_as_the_general_check_decides(
             (owner, tags) in (0usize..3, proptest::collection::btree_map("k[12]", "v[12]", 0..3)),
@@ -845,11 +894,18 @@ mod tests {
             proptest::prop_assume!(!before.is_empty() && !after.is_empty());
             let change = Change::new(Action::Transfer, Kind::Asset, "file/f-1", "acme", Some(before.clone()), Some(after.clone()), "test");
             let current = state.fields(Kind::Asset, "file/f-1");
+            let mut written = None;
             let general = match decide(Action::Transfer, Some(before), Some(&after), current.as_ref()) {
                 Decision::Skip => "skip",
                 Decision::Apply => {
                     let fields = fields_after(Action::Transfer, Some(after), current).expect("fields");
-                    if Object::from_fields(Kind::Asset, &fields).is_ok() { "apply" } else { "invalid" }
+                    match Object::from_fields(Kind::Asset, &fields) {
+                        Ok(Object::Asset(asset)) => {
+                            written = Some(PackedAsset::pack(&asset));
+                            "apply"
+                        }
+                        _ => "invalid",
+                    }
                 }
                 Decision::Conflict(_) => "conflict",
             };
@@ -860,6 +916,13 @@ mod tests {
             };
             let only_owner_and_tags = !change.before().expect("before").contains_key("folder")
                 && !change.after().expect("after").contains_key("folder");
+            // What the commit writes, packed in place or through fields.
+            if let Some(written) = written {
+                match transferred_asset(&change, &state) {
+                    Some(asset) => proptest::prop_assert_eq!(asset, written),
+                    None => proptest::prop_assert!(!only_owner_and_tags),
+                }
+            }
             match in_place {
                 "left to the general check" if only_owner_and_tags => {
                     proptest::prop_assert!(general == "conflict" || general == "invalid", "general: {general}")

@@ -181,7 +181,7 @@ impl Object {
 pub(crate) const PACKED_ASSET: u8 = 1;
 
 /// The record of a packed asset.
-fn asset_record(asset: &PackedAsset) -> Vec<u8> {
+pub(crate) fn asset_record(asset: &PackedAsset) -> Vec<u8> {
     let packed = asset.as_bytes();
     let mut record = Vec::with_capacity(1 + packed.len());
     record.push(PACKED_ASSET);

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Fields, Invoice, Kind, State, Timestamp};
+use crate::model::{Fields, Invoice, Kind, PackedAsset, State, Timestamp};
 use crate::plan::Change;
 
 /// The version of the records' schema in a dump (the `schema_version` of
@@ -77,6 +77,12 @@ pub struct Notification {
 pub struct Commit<'a> {
     /// Objects to write (`Some`) or delete (`None`), as their full fields.
     pub objects: Vec<(Kind, String, Option<Fields>)>,
+    /// Assets to write, packed, after `objects` (none of them also in
+    /// `objects`): what an apply's transfers make of the state's assets,
+    /// which a store that keeps them packed writes as they are (a million
+    /// of them are never turned into fields and back). A store that keeps
+    /// fields takes them from [`assets_as_objects`].
+    pub packed_assets: Vec<(String, PackedAsset)>,
     /// Invoices to write or delete.
     pub invoices: Vec<(String, Option<Invoice>)>,
     /// History entries to append; the store assigns `seq`.
@@ -136,11 +142,30 @@ impl<'a> Parts<'a> {
     }
 }
 
+/// Packed assets of a commit as objects of fields, for a store (or a
+/// cache) that keeps fields.
+pub(crate) fn assets_as_objects(
+    packed: Vec<(String, PackedAsset)>,
+) -> Result<Vec<(Kind, String, Option<Fields>)>, StoreError> {
+    packed
+        .into_iter()
+        .map(|(id, asset)| match asset.fields() {
+            Some(fields) => Ok((Kind::Asset, id, Some(fields))),
+            // Only `PackedAsset`'s own constructors make its bytes.
+            None => Err(StoreError::Unsupported {
+                location: format!("asset {id}"),
+                message: "a packed asset that cannot be read".into(),
+            }),
+        })
+        .collect()
+}
+
 impl std::fmt::Debug for Commit<'_> {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter
             .debug_struct("Commit")
             .field("objects", &self.objects)
+            .field("packed_assets", &self.packed_assets.len())
             .field("invoices", &self.invoices)
             .field("history", &self.history)
             .field("notifications", &self.notifications)
@@ -164,7 +189,11 @@ impl<'a> Commit<'a> {
 
     /// The records in the fields, without the rest.
     fn own_records(&self) -> usize {
-        self.objects.len() + self.invoices.len() + self.history.len() + self.notifications.len()
+        self.objects.len()
+            + self.packed_assets.len()
+            + self.invoices.len()
+            + self.history.len()
+            + self.notifications.len()
     }
 
     /// The commit as a sequence of parts without a rest, in the order their
@@ -180,6 +209,7 @@ impl<'a> Commit<'a> {
                 }
                 return Some(Ok(Commit {
                     objects: commit.objects,
+                    packed_assets: commit.packed_assets,
                     invoices: commit.invoices,
                     history: commit.history,
                     notifications: commit.notifications,
@@ -207,6 +237,7 @@ impl<'a> Commit<'a> {
         for part in self.into_parts() {
             let part = part?;
             whole.objects.extend(part.objects);
+            whole.objects.extend(assets_as_objects(part.packed_assets)?);
             whole.invoices.extend(part.invoices);
             whole.history.extend(part.history);
             whole.notifications.extend(part.notifications);

@@ -494,7 +494,9 @@ impl Store for PostgresStore {
             if part.is_empty() {
                 continue;
             }
-            let mut rows = self.encode_part(part.objects, part.invoices, &part.notifications)?;
+            let mut objects = part.objects;
+            objects.extend(super::assets_as_objects(part.packed_assets)?);
+            let mut rows = self.encode_part(objects, part.invoices, &part.notifications)?;
             if !part.history.is_empty() {
                 let mut seq = match last_seq {
                     Some(seq) => seq,

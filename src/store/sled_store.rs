@@ -394,6 +394,13 @@ impl SledStore {
                     }
                 }
             }
+            for (id, asset) in part.packed_assets {
+                writer.insert(
+                    keys::object(crate::model::Kind::Asset, &id),
+                    super::codec::asset_record(&asset),
+                )?;
+                wrote_object = true;
+            }
             for (id, invoice) in part.invoices {
                 let key = keys::invoice(&id);
                 match invoice {
@@ -1021,6 +1028,31 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn packed_assets_of_a_commit_are_written_as_they_are_and_load_as_assets() {
+        let folder = tempfile::tempdir().expect("tempdir");
+        let store = filled_store(folder.path());
+        let mut expected = sample_state();
+        let (id, mut moved) = expected.assets.iter().next().expect("an asset");
+        let id = id.clone();
+        moved.owner = Owner::Group("analysts".into());
+        let mut commit = Commit::default();
+        for id in [id.clone(), format!("{id}-copy")] {
+            commit
+                .packed_assets
+                .push((id.clone(), crate::model::PackedAsset::pack(&moved)));
+            expected.assets.insert(id, moved.clone());
+        }
+        store.commit(commit).expect("commit");
+        assert_eq!(store.load().expect("load"), expected);
+        let record = store
+            .db
+            .get(keys::object(Kind::Asset, &id))
+            .expect("read")
+            .expect("written");
+        assert_eq!(record[0], super::super::codec::PACKED_ASSET);
+    }
+
+    #[test]
     fn commits_delete_objects_and_invoices() {
         let folder = tempfile::tempdir().expect("tempdir");
         let store = filled_store(folder.path());
@@ -1200,6 +1232,12 @@ pub(crate) mod tests {
                 ),
                 (Kind::Asset, "dataset/ds-9".into(), Some(bad)),
             ],
+            // A valid asset, packed, is not written either.
+            packed_assets: sample_state()
+                .assets
+                .packed_iter()
+                .map(|(id, asset)| (format!("{id}-copy"), asset.clone()))
+                .collect(),
             invoices: vec![("inv-2026-10".into(), None)],
             history: vec![entry("lab")],
             notifications: vec![notification("n-3", "2026-11-23T12:00:00Z")],

@@ -180,6 +180,7 @@ fn a_commit_with_an_invalid_object_writes_nothing() {
             (Kind::User, "alice@acme.com".into(), None),
             (Kind::Asset, "dataset/ds-9".into(), Some(bad)),
         ],
+        packed_assets: Vec::new(),
         invoices: vec![("inv-2026-10".into(), None)],
         history: vec![entry("lab")],
         notifications: vec![notification("n-3", "2026-11-23T12:00:00Z")],
@@ -205,6 +206,7 @@ fn a_failure_inside_the_transaction_writes_nothing() {
     notification.message = "nul \u{0} here".into();
     let commit = Commit {
         objects: vec![(Kind::Grant, "folder/fo-1:bob@acme.com".into(), None)],
+        packed_assets: Vec::new(),
         invoices: vec![("inv-2026-10".into(), None)],
         history: vec![entry("lab")],
         notifications: vec![notification],
