@@ -289,7 +289,8 @@ enum OwnerTransfer {
 /// `change` decided without unpacking the asset, when it transfers an
 /// existing asset and changes only its `owner` and `tags`, and the asset
 /// is at `after` (skip) or at `before` (apply, when the new owner and tags
-/// are valid: its other fields stay as the state holds them). The same
+/// are valid, [`owner_and_tags`]: its other fields stay as the state holds
+/// them). The same
 /// decision as the general check's; `None` leaves the change to it, which
 /// also words a conflict.
 fn owner_transfer(change: &Change, state: &State) -> Option<OwnerTransfer> {
@@ -326,19 +327,9 @@ fn owner_transfer(change: &Change, state: &State) -> Option<OwnerTransfer> {
         }
         (known == side.len()).then_some(at)
     };
-    let valid = || {
-        after
-            .text("owner")
-            .is_none_or(|text| text.parse::<Owner>().is_ok())
-            && after.get("tags").is_none_or(|tags| match tags {
-                FieldValue::Object(tags) => tags.iter().all(|(_, value)| value.as_str().is_some()),
-                _ => false,
-            })
-            && (!after.contains_key("owner") || after.text("owner").is_some())
-    };
     if is_at(after)? {
         Some(OwnerTransfer::Skip)
-    } else if is_at(before)? && valid() {
+    } else if is_at(before)? && owner_and_tags(after).is_some() {
         Some(OwnerTransfer::Apply)
     } else {
         None
@@ -360,32 +351,37 @@ fn transferred_asset(change: &Change, state: &State) -> Option<PackedAsset> {
     if change.kind != Kind::Asset || change.action != Action::Transfer {
         return None;
     }
-    let after = change.after()?;
+    let (owner, tags) = owner_and_tags(change.after()?)?;
+    let tags = tags.as_ref().map(|tags| {
+        tags.iter()
+            .filter_map(|(key, value)| Some((key.as_str(), value.as_str()?)))
+            .collect()
+    });
+    state
+        .assets
+        .packed(&change.object)?
+        .with_owner_and_all_tags(owner.as_ref(), tags)
+}
+
+/// What the `after` of an asset's transfer sets, when it sets only a valid
+/// owner and tags whose values are all texts (the tags as a map, sorted):
+/// `None` for anything else.
+fn owner_and_tags(after: PackedFieldsRef) -> Option<(Option<Owner>, Option<Fields>)> {
     let owner = match after.contains_key("owner") {
         true => Some(after.text("owner")?.parse::<Owner>().ok()?),
         false => None,
     };
     let tags = match after.get("tags") {
-        Some(FieldValue::Object(tags)) => Some(tags),
+        Some(FieldValue::Object(tags))
+            if tags.iter().all(|(_, value)| value.as_str().is_some()) =>
+        {
+            Some(tags)
+        }
         Some(_) => return None,
         None => None,
     };
     let known = usize::from(owner.is_some()) + usize::from(tags.is_some());
-    if known != after.len() {
-        return None;
-    }
-    let tags = match &tags {
-        Some(tags) => Some(
-            tags.iter()
-                .map(|(key, value)| Some((key.as_str(), value.as_str()?)))
-                .collect::<Option<Vec<_>>>()?,
-        ),
-        None => None,
-    };
-    state
-        .assets
-        .packed(&change.object)?
-        .with_owner_and_all_tags(owner.as_ref(), tags)
+    (known == after.len()).then_some((owner, tags))
 }
 
 /// The runs of [`by_object`]'s order that touch one object each.
