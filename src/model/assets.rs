@@ -349,20 +349,10 @@ impl PackedAsset {
                 return Some(exactly(&bytes));
             }
         }
-        for _ in 0..2 {
-            if reader.byte()? == 1 {
-                reader.text()?;
-            }
-        }
-        for _ in 0..reader.length()? {
-            reader.text()?;
-        }
-        bytes.extend_from_slice(&self.0[owner_ends..offset(&reader)]);
+        let mut reader = self.at_tags()?;
         let tags_start = offset(&reader);
-        let mut had = Vec::new();
-        for _ in 0..reader.length()? {
-            had.push((reader.text()?, reader.text()?));
-        }
+        bytes.extend_from_slice(&self.0[owner_ends..tags_start]);
+        let had = read_tags(&mut reader)?;
         let merged = match tags {
             TagChange::Keep => {
                 bytes.extend_from_slice(&self.0[tags_start..]);
@@ -401,17 +391,17 @@ impl PackedAsset {
 
     /// The asset's tags in ascending order of keys, read in place.
     pub fn tags(&self) -> Option<Vec<(&str, &str)>> {
+        read_tags(&mut self.at_tags()?)
+    }
+
+    /// A reader at the tags: past the head and the versions.
+    fn at_tags(&self) -> Option<Reader<'_>> {
         let mut reader = Reader::new(&self.0);
         Head::read(&mut reader)?;
         for _ in 0..reader.length()? {
             reader.text()?;
         }
-        let count = reader.length()?;
-        let mut tags = Vec::with_capacity(count.min(reader.bytes.len()));
-        for _ in 0..count {
-            tags.push((reader.text()?, reader.text()?));
-        }
-        Some(tags)
+        Some(reader)
     }
 
     /// Whether the asset has versions, read in place.
@@ -428,6 +418,16 @@ impl PackedAsset {
 /// million assets moved, 40 MB more at the plan's peak).
 fn exactly(bytes: &[u8]) -> PackedAsset {
     PackedAsset(bytes.into())
+}
+
+/// The tags at `reader` (their count, then each key and value).
+fn read_tags<'a>(reader: &mut Reader<'a>) -> Option<Vec<(&'a str, &'a str)>> {
+    let count = reader.length()?;
+    let mut tags = Vec::with_capacity(count.min(reader.bytes.len()));
+    for _ in 0..count {
+        tags.push((reader.text()?, reader.text()?));
+    }
+    Some(tags)
 }
 
 /// How [`PackedAsset::changed`] changes the tags: not at all, by adding
