@@ -8,8 +8,8 @@
 //! `<state>/journal.partial`; once the last one is written the file is
 //! synced and renamed to `<state>/journal` (and the folder synced): that
 //! rename is the commit point. The journal is then [`replay`]ed into the
-//! sled tree one record at a time, sled is flushed, and the
-//! journal removed, the folder synced again (so that a later commit can
+//! sled tree one record at a time (by two writer threads, each key always
+//! by the same one), sled is flushed, and the journal removed, the folder synced again (so that a later commit can
 //! never be overwritten by a replay of an old journal).
 //!
 //! On open, before anything is read, [`recover`] removes a
@@ -231,14 +231,21 @@ impl JournalFile {
 
 /// Replays the journal of the state in `folder` into `db`, flushes sled and
 /// removes the journal. `done` is told, every [`REPLAY_RECORDS`] records,
-/// how many were written. With `verify`, the whole journal is checked
-/// (trailer, hash) before anything is written.
+/// how many were handed to the writers. With `verify`, the whole journal is
+/// checked (trailer, hash) before anything is written.
 ///
 /// Each record is written on its own, not in sled batches: the journal
 /// already makes the commit all or nothing (a replay cut short is run
 /// again whole), and sled 0.34 writes single keys faster than batches
 /// (Workload L's reassign, a million records: about 3.3 s against 5.5 s
 /// in batches of 250, the fastest batch; BENCHMARKS.md, session 13).
+///
+/// This thread reads the journal and [`REPLAY_WRITERS`] threads write it:
+/// each record goes to the writer its key's hash picks ([`writer_of`]), so
+/// all the records of one key are written by one thread in journal order
+/// and the tree ends as a replay one record at a time leaves it. sled takes
+/// writes from several threads at once; on two cores the L reassign's
+/// replay took 4.3–4.8 s instead of 5.9–6.1 s (BENCHMARKS.md, session 15).
 pub fn replay(
     folder: &Path,
     db: &sled::Db,
@@ -250,28 +257,98 @@ pub fn replay(
         check(&path)?;
     }
     let mut reader = JournalReader::open(&path)?;
-    let mut records = 0usize;
     let sled_error = |source| StoreError::Sled {
         path: folder.to_path_buf(),
         source,
     };
-    while let Some((key, value)) = reader.next_record()? {
-        match value {
-            Some(value) => db.insert(key, value).map_err(sled_error)?,
-            None => db.remove(key).map_err(sled_error)?,
-        };
-        records += 1;
-        if records >= REPLAY_RECORDS {
-            done(records as u64);
-            records = 0;
+    std::thread::scope(|scope| {
+        let mut senders = Vec::with_capacity(REPLAY_WRITERS);
+        let mut writers = Vec::with_capacity(REPLAY_WRITERS);
+        for _ in 0..REPLAY_WRITERS {
+            // A few chunks in flight per writer: memory stays bounded.
+            let (sender, chunks) = std::sync::mpsc::sync_channel::<Vec<Record>>(4);
+            senders.push(sender);
+            writers.push(scope.spawn(move || write_chunks(db, chunks)));
         }
-    }
-    if records > 0 {
-        done(records as u64);
-    }
+        let read = read_into(&mut reader, &senders, done);
+        // Closing the channels lets the writers finish what they were sent.
+        drop(senders);
+        let mut written = Ok(());
+        for writer in writers {
+            let result = writer
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            if written.is_ok() {
+                written = result.map_err(sled_error);
+            }
+        }
+        // A writer's error stops the reader (its channel closes): report
+        // the writer's error rather than the closed channel.
+        written.and(read)
+    })?;
     db.flush().map_err(sled_error)?;
     fs::remove_file(&path).map_err(|source| io_error(&path, source))?;
     sync_folder(folder)
+}
+
+/// How many threads write a replayed journal into sled.
+pub const REPLAY_WRITERS: usize = 2;
+
+/// Which of the [`REPLAY_WRITERS`] writes the records of `key`.
+fn writer_of(key: &[u8]) -> usize {
+    crc32fast::hash(key) as usize % REPLAY_WRITERS
+}
+
+/// Reads the journal's records and sends them, in chunks of
+/// [`REPLAY_RECORDS`], to the writer of each key. Stops early, without an
+/// error of its own, when a writer has stopped (its error is the one to
+/// report).
+fn read_into(
+    reader: &mut JournalReader,
+    senders: &[std::sync::mpsc::SyncSender<Vec<Record>>],
+    done: &mut dyn FnMut(u64),
+) -> Result<(), StoreError> {
+    let mut chunks: Vec<Vec<Record>> = (0..senders.len())
+        .map(|_| Vec::with_capacity(REPLAY_RECORDS))
+        .collect();
+    while let Some(record) = reader.next_record()? {
+        let writer = writer_of(&record.0);
+        chunks[writer].push(record);
+        if chunks[writer].len() >= REPLAY_RECORDS {
+            let chunk = std::mem::replace(&mut chunks[writer], Vec::with_capacity(REPLAY_RECORDS));
+            if senders[writer].send(chunk).is_err() {
+                return Ok(());
+            }
+            done(REPLAY_RECORDS as u64);
+        }
+    }
+    for (writer, chunk) in chunks.into_iter().enumerate() {
+        let records = chunk.len() as u64;
+        if records > 0 {
+            if senders[writer].send(chunk).is_err() {
+                return Ok(());
+            }
+            done(records);
+        }
+    }
+    Ok(())
+}
+
+/// Writes the chunks of records one writer is sent, each record on its own
+/// and in order, until the channel closes or sled fails.
+fn write_chunks(
+    db: &sled::Db,
+    chunks: std::sync::mpsc::Receiver<Vec<Record>>,
+) -> Result<(), sled::Error> {
+    for chunk in chunks {
+        for (key, value) in chunk {
+            match value {
+                Some(value) => db.insert(key, value)?,
+                None => db.remove(key)?,
+            };
+        }
+    }
+    Ok(())
 }
 
 /// What [`recover`] found.
@@ -732,6 +809,65 @@ mod tests {
 
         let store = SledStore::open(folder.path(), false).expect("reopen");
         assert_eq!(store.load().expect("load"), state_with_assets(LARGE));
+        assert_eq!(journal_files(folder.path()), [false, false]);
+    }
+
+    #[test]
+    fn a_replay_on_several_writers_leaves_each_key_as_its_last_record_says() {
+        let folder = tempfile::tempdir().expect("tempdir");
+        let db = sled::open(folder.path().join("tree")).expect("sled");
+        let mut expected = std::collections::BTreeMap::new();
+        // Keys already in the tree, some of which the journal removes.
+        for n in 0..50u32 {
+            let key = format!("k{n:03}").into_bytes();
+            db.insert(key.clone(), b"before".to_vec()).expect("insert");
+            expected.insert(key, b"before".to_vec());
+        }
+        // Each of 400 keys is set, removed and set again many times, far
+        // apart in the journal: every writer gets chunks of many keys.
+        let mut writer = Writer::new(folder.path());
+        let records = SMALL_RECORDS + 2_345;
+        for n in 0..records {
+            let key = format!("k{:03}", (n * 7) % 400).into_bytes();
+            if n % 5 == 0 {
+                writer.remove(key.clone()).expect("journal");
+                expected.remove(&key);
+            } else {
+                let value = format!("value {n}").into_bytes();
+                writer.insert(key.clone(), value.clone()).expect("journal");
+                expected.insert(key, value);
+            }
+        }
+        let Finished::Journal { records: sealed } = writer.finish().expect("seal") else {
+            panic!("a journal was expected");
+        };
+        assert_eq!(sealed, records as u64);
+        let mut reported = 0;
+        replay(folder.path(), &db, true, &mut |done| reported += done).expect("replay");
+        assert_eq!(
+            reported, records as u64,
+            "progress counts every record once"
+        );
+        let tree: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = db
+            .iter()
+            .map(|item| {
+                let (key, value) = item.expect("read");
+                (key.to_vec(), value.to_vec())
+            })
+            .collect();
+        let keys: std::collections::BTreeSet<&Vec<u8>> =
+            tree.keys().chain(expected.keys()).collect();
+        let wrong: Vec<String> = keys
+            .into_iter()
+            .filter(|key| tree.get(*key) != expected.get(*key))
+            .map(|key| String::from_utf8_lossy(key).into_owned())
+            .collect();
+        assert!(
+            wrong.is_empty(),
+            "{} keys differ from their last record: {:?}",
+            wrong.len(),
+            &wrong[..wrong.len().min(10)]
+        );
         assert_eq!(journal_files(folder.path()), [false, false]);
     }
 
