@@ -6,8 +6,9 @@
 //! The commit is produced lazily: [`prepare`] decides every change and
 //! checks every object it writes, keeping only an index per change; the
 //! objects' fields, the history entries and the notifications are made part
-//! by part ([`PART_CHANGES`] at a time) while the store writes them, so a
-//! plan of a million transfers does not also hold a million field maps.
+//! by part ([`PART_CHANGES`] at a time, objects and history in turn) while
+//! the store writes them, so a plan of a million transfers does not also
+//! hold a million field maps.
 //!
 //! Architecture invariant: this module is pure. It decides; the caller holds
 //! the writer's lock, loads the state, and commits what it returns.
@@ -132,6 +133,7 @@ pub fn prepare<'a>(
             applied,
             objects_at: 0,
             history_at: 0,
+            history_turn: false,
             accounts,
             now: context.now.unwrap_or_else(Timestamp::now),
             plan_id: plan.id(),
@@ -451,6 +453,8 @@ struct ApplyParts {
     objects_at: usize,
     /// Where the history continues, in the changes.
     history_at: usize,
+    /// Whether the next part is history (see [`ApplyParts::next_part`]).
+    history_turn: bool,
     /// The applied changes of accounts, for [`AccountsAfter`].
     accounts: Vec<usize>,
     now: Timestamp,
@@ -519,30 +523,58 @@ impl ApplyParts {
 }
 
 impl MakeParts for ApplyParts {
+    /// Objects and history alternate, part by part, until one runs out.
+    /// Their records never share a key, so the order in which they are
+    /// written changes nothing in the state; alternating lets the store
+    /// encode a part of history (the most work per record, in JSON) while
+    /// the next part of objects is made (the most work per record here).
     fn next_part(
         &mut self,
         changes: &[Change],
         state: &State,
     ) -> Option<Result<Commit<'static>, StoreError>> {
+        let history_first = self.history_turn;
+        self.history_turn = !history_first;
+        if history_first {
+            if let Some(part) = self.history_part(changes, state) {
+                return Some(Ok(part));
+            }
+        }
+        if let Some(part) = self.objects_part(changes, state) {
+            return Some(Ok(part));
+        }
+        self.history_part(changes, state).map(Ok)
+    }
+}
+
+impl ApplyParts {
+    /// The next part of objects; `None` once all are made.
+    fn objects_part(&mut self, changes: &[Change], state: &State) -> Option<Commit<'static>> {
         while !self.order.is_empty() {
             let (objects, packed_assets) = self.objects(changes, state);
             if !objects.is_empty() || !packed_assets.is_empty() {
-                return Some(Ok(Commit {
+                return Some(Commit {
                     objects,
                     packed_assets,
                     ..Commit::default()
-                }));
+                });
             }
         }
+        None
+    }
+
+    /// The next part of history entries and notifications; `None` once all
+    /// are made.
+    fn history_part(&mut self, changes: &[Change], state: &State) -> Option<Commit<'static>> {
         let (history, notifications) = self.history(changes, state);
         if history.is_empty() {
             return None;
         }
-        Some(Ok(Commit {
+        Some(Commit {
             history,
             notifications,
             ..Commit::default()
-        }))
+        })
     }
 }
 
@@ -1011,6 +1043,56 @@ mod tests {
             .iter()
             .all(|entry| entry.plan_id == plan.id()
                 && entry.actor.as_deref() == Some("alice@acme.com")));
+    }
+
+    #[test]
+    fn a_commit_of_many_parts_alternates_objects_and_history_and_holds_each_once() {
+        let state = sample_state();
+        let count = 2 * PART_CHANGES + 123;
+        let organization = |n: usize| format!("org-{n:06}");
+        // Created in reverse order: the objects (in id order) and the
+        // history (in plan order) are made in different orders.
+        let plan = Plan::new(
+            (0..count)
+                .rev()
+                .map(|n| {
+                    change(
+                        Action::Create,
+                        Kind::Organization,
+                        &organization(n),
+                        "null",
+                        r#"{"account": "acme"}"#,
+                    )
+                })
+                .collect(),
+            Vec::new(),
+        );
+        let outcome = prepare(&plan, &state, &context()).expect("prepare");
+        assert_eq!(outcome.applied, count);
+        let (mut kinds, mut objects, mut history) = (String::new(), Vec::new(), Vec::new());
+        for part in outcome.commit.into_parts() {
+            let part = part.expect("part");
+            match (part.objects.is_empty(), part.history.is_empty()) {
+                (false, true) => kinds.push('O'),
+                (true, false) => kinds.push('H'),
+                (true, true) => continue,
+                (false, false) => panic!("a part of objects and history"),
+            }
+            objects.extend(part.objects.into_iter().map(|(_, id, _)| id));
+            history.extend(
+                part.history
+                    .into_iter()
+                    .map(|entry| entry.change.object.to_string()),
+            );
+        }
+        assert_eq!(
+            kinds, "OHOHOH",
+            "objects and history in turn, three parts each"
+        );
+        let expected: Vec<String> = (0..count).map(organization).collect();
+        assert_eq!(objects, expected, "each object once, in id order");
+        let in_plan_order: Vec<String> = expected.into_iter().rev().collect();
+        assert_eq!(history, in_plan_order, "each change once, in plan order");
     }
 
     #[test]
