@@ -26,6 +26,8 @@
 #                  batches of 250 (sled's fastest batch; see BENCHMARKS.md),
 #                  flush
 #   (reference)    the same with a history entry per rewrite (--history)
+#   (reference)    the same with the history in deed's packed groups
+#                  (--history --grouped): the records deed writes
 #   (reference)    the same with no batches, each value set on its own
 #                  (--batch 0): faster than any batch in sled 0.34
 # Benchmarks are not timed tests: CI runs `benches/scale.sh XS` only to keep
@@ -175,6 +177,12 @@ run_scale() {
   sync
   measure rewrite-history-floor "$FLOORS" rewrite "$DIR/floor-history" "$transfers" --history; local t_history=$SECS
   rm -rf "$DIR/floor-history"
+  # For reference: the rewrite plus the history as deed keeps it (each
+  # entry's change, in deed's packed groups of about 8 KiB).
+  cp -r "$DIR/state" "$DIR/floor-grouped"
+  sync
+  measure rewrite-grouped-floor "$FLOORS" rewrite "$DIR/floor-grouped" "$transfers" --history --grouped; local t_grouped=$SECS
+  rm -rf "$DIR/floor-grouped"
   # For reference too: the rewrite with no batches, each record set on its
   # own (sled's fastest way; deed's journal replays so from session 13).
   cp -r "$DIR/state" "$DIR/floor-single"
@@ -202,8 +210,9 @@ run_scale() {
   r_validate=$(ratio "$t_validate" "$t_parse")
   r_plan=$(ratio "$t_plan" "$floor_plan")
   r_apply=$(ratio "$t_rapply" "$t_rewrite")
-  local r_history r_single
+  local r_history r_grouped r_single
   r_history=$(ratio "$t_rapply" "$t_history")
+  r_grouped=$(ratio "$t_rapply" "$t_grouped")
   r_single=$(ratio "$t_rapply" "$t_single")
   rss_peak=$(printf '%s\n%s\n' "$rss_rplan" "$rss_rapply" | sort -n | tail -1)
   local rss_verdict=n/a
@@ -219,6 +228,7 @@ run_scale() {
     echo "| plan, no changes vs parse + scan floor (medians of $REPEAT) | ${t_plan} s | ${t_parse} + ${t_scan} s | ${r_plan}× | ≤ 1.0× | $(verdict "$r_plan" 1.0) |"
     echo "| apply of reassign (${transfers} transfers, plans too) vs rewrite floor (medians of $APPLY_REPEAT alternate runs) | ${t_rapply} s | ${t_rewrite} s | ${r_apply}× | ≤ 1.5× | $(verdict "$r_apply" 1.5) |"
     echo "| the same vs rewrite + a history entry per change (reference: the records the contract asks for) | ${t_rapply} s | ${t_history} s | ${r_history}× | | |"
+    echo "| the same vs rewrite + the history as deed groups it (reference: the records deed writes, no plan, checks or journal; one run) | ${t_rapply} s | ${t_grouped} s | ${r_grouped}× | | |"
     echo "| the same vs rewrite with no batches (reference: sled's fastest way, one run) | ${t_rapply} s | ${t_single} s | ${r_single}× | | |"
     echo "| peak RSS of reassign plan / apply (the largest of the applies) | ${rss_rplan} / ${rss_rapply} MB | | | ≤ 1024 MB | ${rss_verdict} |"
     echo "| reassign plan alone (for reference) | ${t_rplan} s | | | | |"

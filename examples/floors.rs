@@ -22,7 +22,14 @@
 //!                               issue's floor); with `--batch 0`, no
 //!                               batches: each record is set on its own,
 //!                               sled's fastest way (a reference too, since
-//!                               the issue's floor is batched)
+//!                               the issue's floor is batched); with
+//!                               `--grouped` (and `--history`), the entries
+//!                               are what deed keeps of a transfer (the
+//!                               change, not whole records) in deed's history
+//!                               groups: about 8 KiB of JSON each, packed
+//!                               with LZ4 (a reference for the records deed
+//!                               writes, written with no plan, no checks and
+//!                               no journal)
 //! ```
 //!
 //! Each prints one line `floor=NAME seconds=S items=N` (the time measured
@@ -41,7 +48,7 @@ fn main() {
         Some("scan") if args.len() == 2 => scan(Path::new(&args[1])),
         Some("rewrite") if args.len() >= 3 => {
             let n: usize = args[2].parse().unwrap_or_else(|_| usage());
-            let (mut batch, mut history) = (250, false);
+            let (mut batch, mut history, mut grouped) = (250, false, false);
             let mut options = args[3..].iter();
             while let Some(option) = options.next() {
                 match option.as_str() {
@@ -52,9 +59,16 @@ fn main() {
                             .unwrap_or_else(|| usage())
                     }
                     "--history" => history = true,
+                    "--grouped" => grouped = true,
                     _ => usage(),
                 }
             }
+            let history = match (history, grouped) {
+                (false, false) => History::None,
+                (true, false) => History::PerEntry,
+                (true, true) => History::Grouped,
+                (false, true) => usage(),
+            };
             rewrite(Path::new(&args[1]), n, batch, history)
         }
         _ => usage(),
@@ -67,7 +81,7 @@ fn main() {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: floors parse SPECS_DIR | floors scan STATE_DIR | floors rewrite STATE_DIR N [--batch B] [--history]"
+        "usage: floors parse SPECS_DIR | floors scan STATE_DIR | floors rewrite STATE_DIR N [--batch B] [--history [--grouped]]"
     );
     std::process::exit(2)
 }
@@ -131,12 +145,22 @@ fn scan(state: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The history a rewrite writes along (see the module documentation).
+#[derive(Clone, Copy, PartialEq)]
+enum History {
+    None,
+    /// A record per entry, the old and the new value inside.
+    PerEntry,
+    /// deed's groups of entries, packed.
+    Grouped,
+}
+
 /// Rewrites the values of up to `n` asset records in batches of `batch`
-/// (each value gets a changed tag), then flushes. With `history`, each
-/// rewrite also adds a record shaped like deed's history entry of the
-/// transfer (the old and the new value inside; deed's history keys, after
-/// the last one in the state).
-fn rewrite(state: &Path, n: usize, batch_size: usize, history: bool) -> Result<()> {
+/// (each value gets a changed tag), then flushes. With history, each
+/// rewrite also adds a history entry of the transfer (deed's history keys,
+/// after the last one in the state): a record shaped like a whole entry
+/// with the old and the new value inside, or deed's groups.
+fn rewrite(state: &Path, n: usize, batch_size: usize, history: History) -> Result<()> {
     let start = Instant::now();
     let db = open(state)?;
     let prefix: &[u8] = b"o\0asset\0";
@@ -149,12 +173,42 @@ fn rewrite(state: &Path, n: usize, batch_size: usize, history: bool) -> Result<(
     };
     let mut batch = sled::Batch::default();
     let (mut in_batch, mut items) = (0usize, 0usize);
+    let (mut group, mut group_first) = (Vec::new(), 0u64);
     for item in db.scan_prefix(prefix).take(n) {
         let (key, value) = item?;
         // The same record with one more byte, as a transfer would change it.
         let mut new_value = value.to_vec();
         new_value.push(b' ');
-        if history {
+        if history == History::Grouped {
+            seq += 1;
+            if group.is_empty() {
+                group_first = seq;
+                group.extend_from_slice(
+                    b"[{\"time\":\"2026-11-23T12:00:00Z\",\"plan_id\":\"p-0000000000000000\",\
+                      \"actor\":null,\"revision\":null}",
+                );
+            }
+            // A transfer's change as deed keeps it: the fields it changes.
+            let change = format!(
+                ",{{\"id\":\"c-{seq:016x}\",\"action\":\"transfer\",\"kind\":\"asset\",\
+                 \"object\":{:?},\"account\":\"a0000\",\"before\":{{\"owner\":\"user:u00@a0000.ex.com\",\
+                 \"tags\":{{\"project\":\"apollo\"}}}},\"after\":{{\"owner\":\"group:team-1\",\
+                 \"tags\":{{\"original-owner\":\"u00@a0000.ex.com\",\"project\":\"apollo\"}}}},\
+                 \"reason\":\"reassign rule 1 of account a0000\"}}",
+                String::from_utf8_lossy(&key[prefix.len()..]),
+            );
+            group.extend_from_slice(change.as_bytes());
+            if group.len() >= GROUP_BYTES {
+                let (key, value) = close_group(group_first, &mut group);
+                if batch_size == 0 {
+                    db.insert(key, value)?;
+                } else {
+                    batch.insert(key, value);
+                    in_batch += 1;
+                }
+            }
+        }
+        if history == History::PerEntry {
             seq += 1;
             let entry = format!(
                 "{{\"seq\":{seq},\"time\":\"2026-11-23T12:00:00Z\",\"plan_id\":\"p-0000000000000000\",\
@@ -182,10 +236,19 @@ fn rewrite(state: &Path, n: usize, batch_size: usize, history: bool) -> Result<(
         batch.insert(key, new_value);
         // Batches of `batch` records, as deed's journal replayed them
         // until session 12.
-        in_batch += 1 + usize::from(history);
+        in_batch += 1 + usize::from(history == History::PerEntry);
         if in_batch >= batch_size {
             db.apply_batch(std::mem::take(&mut batch))?;
             in_batch = 0;
+        }
+    }
+    if !group.is_empty() {
+        let (key, value) = close_group(group_first, &mut group);
+        if batch_size == 0 {
+            db.insert(key, value)?;
+        } else {
+            batch.insert(key, value);
+            in_batch += 1;
         }
     }
     if in_batch > 0 {
@@ -194,8 +257,27 @@ fn rewrite(state: &Path, n: usize, batch_size: usize, history: bool) -> Result<(
     db.flush()?;
     let total = start.elapsed();
     println!(
-        "floor=rewrite seconds={:.3} items={items} batch={batch_size} history={history}",
-        total.as_secs_f64()
+        "floor=rewrite seconds={:.3} items={items} batch={batch_size} history={}",
+        total.as_secs_f64(),
+        match history {
+            History::None => "false",
+            History::PerEntry => "true",
+            History::Grouped => "grouped",
+        }
     );
     Ok(())
+}
+
+/// deed's history group size (`GROUP_BYTES` in `src/store/history_groups.rs`).
+const GROUP_BYTES: usize = 8 << 10;
+
+/// Closes a group of history entries as deed does: its key, and its JSON
+/// behind the byte 0x01 and the JSON's length, packed with LZ4.
+fn close_group(first_seq: u64, group: &mut Vec<u8>) -> (Vec<u8>, Vec<u8>) {
+    group.push(b']');
+    let json = std::mem::take(group);
+    let mut value = vec![0x01];
+    value.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    value.extend_from_slice(&lz4_flex::block::compress(&json));
+    (format!("h\0{first_seq:020}").into_bytes(), value)
 }
