@@ -200,12 +200,7 @@ fn rewrite(state: &Path, n: usize, batch_size: usize, history: History) -> Resul
             group.extend_from_slice(change.as_bytes());
             if group.len() >= GROUP_BYTES {
                 let (key, value) = close_group(group_first, &mut group);
-                if batch_size == 0 {
-                    db.insert(key, value)?;
-                } else {
-                    batch.insert(key, value);
-                    in_batch += 1;
-                }
+                in_batch += put(&db, &mut batch, batch_size, key, value)?;
             }
         }
         if history == History::PerEntry {
@@ -220,11 +215,7 @@ fn rewrite(state: &Path, n: usize, batch_size: usize, history: History) -> Resul
                 String::from_utf8_lossy(&new_value),
             );
             let history_key = format!("h\0{seq:020}").into_bytes();
-            if batch_size == 0 {
-                db.insert(history_key, entry.into_bytes())?;
-            } else {
-                batch.insert(history_key, entry.into_bytes());
-            }
+            in_batch += put(&db, &mut batch, batch_size, history_key, entry.into_bytes())?;
         }
         items += 1;
         if batch_size == 0 {
@@ -236,7 +227,7 @@ fn rewrite(state: &Path, n: usize, batch_size: usize, history: History) -> Resul
         batch.insert(key, new_value);
         // Batches of `batch` records, as deed's journal replayed them
         // until session 12.
-        in_batch += 1 + usize::from(history == History::PerEntry);
+        in_batch += 1;
         if in_batch >= batch_size {
             db.apply_batch(std::mem::take(&mut batch))?;
             in_batch = 0;
@@ -244,12 +235,7 @@ fn rewrite(state: &Path, n: usize, batch_size: usize, history: History) -> Resul
     }
     if !group.is_empty() {
         let (key, value) = close_group(group_first, &mut group);
-        if batch_size == 0 {
-            db.insert(key, value)?;
-        } else {
-            batch.insert(key, value);
-            in_batch += 1;
-        }
+        in_batch += put(&db, &mut batch, batch_size, key, value)?;
     }
     if in_batch > 0 {
         db.apply_batch(batch)?;
@@ -266,6 +252,23 @@ fn rewrite(state: &Path, n: usize, batch_size: usize, history: History) -> Resul
         }
     );
     Ok(())
+}
+
+/// Sets a record on its own (`batch_size` 0) or adds it to `batch`;
+/// how many records that adds to the batch.
+fn put(
+    db: &sled::Db,
+    batch: &mut sled::Batch,
+    batch_size: usize,
+    key: Vec<u8>,
+    value: Vec<u8>,
+) -> Result<usize> {
+    if batch_size == 0 {
+        db.insert(key, value)?;
+        return Ok(0);
+    }
+    batch.insert(key, value);
+    Ok(1)
 }
 
 /// deed's history group size (`GROUP_BYTES` in `src/store/history_groups.rs`).

@@ -868,6 +868,22 @@ mod tests {
         )
     }
 
+    /// The id of the `n`th organization of a large plan.
+    fn organization(n: usize) -> String {
+        format!("org-{n:06}")
+    }
+
+    /// The creation of the `n`th organization, in account acme.
+    fn create_organization(n: usize) -> Change {
+        change(
+            Action::Create,
+            Kind::Organization,
+            &organization(n),
+            "null",
+            r#"{"account": "acme"}"#,
+        )
+    }
+
     fn context() -> ApplyContext {
         ApplyContext {
             now: Some("2026-11-23T12:00:00Z".parse().expect("timestamp")),
@@ -1049,22 +1065,10 @@ mod tests {
     fn a_commit_of_many_parts_alternates_objects_and_history_and_holds_each_once() {
         let state = sample_state();
         let count = 2 * PART_CHANGES + 123;
-        let organization = |n: usize| format!("org-{n:06}");
         // Created in reverse order: the objects (in id order) and the
         // history (in plan order) are made in different orders.
         let plan = Plan::new(
-            (0..count)
-                .rev()
-                .map(|n| {
-                    change(
-                        Action::Create,
-                        Kind::Organization,
-                        &organization(n),
-                        "null",
-                        r#"{"account": "acme"}"#,
-                    )
-                })
-                .collect(),
+            (0..count).rev().map(create_organization).collect(),
             Vec::new(),
         );
         let outcome = prepare(&plan, &state, &context()).expect("prepare");
@@ -1178,20 +1182,7 @@ mod tests {
     fn a_large_plan_is_checked_in_two_halves_with_the_result_of_one_run() {
         let state = sample_state();
         let count = CHECK_ON_TWO_THREADS + 5_000;
-        let organization = |n: usize| format!("org-{n:06}");
-        let creates = || -> Vec<Change> {
-            (0..count)
-                .map(|n| {
-                    change(
-                        Action::Create,
-                        Kind::Organization,
-                        &organization(n),
-                        "null",
-                        r#"{"account": "acme"}"#,
-                    )
-                })
-                .collect()
-        };
+        let creates = || -> Vec<Change> { (0..count).map(create_organization).collect() };
         let invalid = |n: usize| {
             change(
                 Action::Create,
