@@ -520,34 +520,7 @@ impl ApplyParts {
         }
         (history, notifications)
     }
-}
 
-impl MakeParts for ApplyParts {
-    /// Objects and history alternate, part by part, until one runs out.
-    /// Their records never share a key, so the order in which they are
-    /// written changes nothing in the state; alternating lets the store
-    /// encode a part of history (the most work per record, in JSON) while
-    /// the next part of objects is made (the most work per record here).
-    fn next_part(
-        &mut self,
-        changes: &[Change],
-        state: &State,
-    ) -> Option<Result<Commit<'static>, StoreError>> {
-        let history_first = self.history_turn;
-        self.history_turn = !history_first;
-        if history_first {
-            if let Some(part) = self.history_part(changes, state) {
-                return Some(Ok(part));
-            }
-        }
-        if let Some(part) = self.objects_part(changes, state) {
-            return Some(Ok(part));
-        }
-        self.history_part(changes, state).map(Ok)
-    }
-}
-
-impl ApplyParts {
     /// The next part of objects; `None` once all are made.
     fn objects_part(&mut self, changes: &[Change], state: &State) -> Option<Commit<'static>> {
         while !self.order.is_empty() {
@@ -575,6 +548,31 @@ impl ApplyParts {
             notifications,
             ..Commit::default()
         })
+    }
+}
+
+impl MakeParts for ApplyParts {
+    /// Objects and history alternate, part by part, until one runs out.
+    /// Their records never share a key, so the order in which they are
+    /// written changes nothing in the state; alternating lets the store
+    /// encode a part of history (the most work per record, in JSON) while
+    /// the next part of objects is made (the most work per record here).
+    fn next_part(
+        &mut self,
+        changes: &[Change],
+        state: &State,
+    ) -> Option<Result<Commit<'static>, StoreError>> {
+        let history_first = self.history_turn;
+        self.history_turn = !history_first;
+        if history_first {
+            if let Some(part) = self.history_part(changes, state) {
+                return Some(Ok(part));
+            }
+        }
+        if let Some(part) = self.objects_part(changes, state) {
+            return Some(Ok(part));
+        }
+        self.history_part(changes, state).map(Ok)
     }
 }
 

@@ -9,8 +9,9 @@
 //! synced and renamed to `<state>/journal` (and the folder synced): that
 //! rename is the commit point. The journal is then [`replay`]ed into the
 //! sled tree one record at a time (by two writer threads, each key always
-//! by the same one), sled is flushed, and the journal removed, the folder synced again (so that a later commit can
-//! never be overwritten by a replay of an old journal).
+//! by the same one), sled is flushed, and the journal removed, the folder
+//! synced again (so that a later commit can never be overwritten by a
+//! replay of an old journal).
 //!
 //! On open, before anything is read, [`recover`] removes a
 //! `journal.partial` (a commit that never reached its commit point: nothing
@@ -245,7 +246,7 @@ impl JournalFile {
 /// all the records of one key are written by one thread in journal order
 /// and the tree ends as a replay one record at a time leaves it. sled takes
 /// writes from several threads at once; on two cores the L reassign's
-/// replay took 4.3–4.8 s instead of 5.9–6.1 s (BENCHMARKS.md, session 15).
+/// replay took 4.1–5.0 s instead of 5.9–6.4 s (BENCHMARKS.md, session 15).
 pub fn replay(
     folder: &Path,
     db: &sled::Db,
@@ -292,7 +293,7 @@ pub fn replay(
 }
 
 /// How many threads write a replayed journal into sled.
-pub const REPLAY_WRITERS: usize = 2;
+const REPLAY_WRITERS: usize = 2;
 
 /// Which of the [`REPLAY_WRITERS`] writes the records of `key`.
 fn writer_of(key: &[u8]) -> usize {
