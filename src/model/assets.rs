@@ -242,37 +242,31 @@ impl PackedAsset {
     /// million transfers reads the fields of a million assets twice).
     /// `None` only for bytes `pack` never makes.
     pub fn fields(&self) -> Option<Fields> {
-        let mut reader = Reader::new(&self.0);
-        let text = |text: &str| FieldValue::String(text.to_string());
-        let optional = |value: Option<&str>| value.map_or(FieldValue::Null, text);
-        let head = Head::read(&mut reader)?;
-        let count = reader.length()?;
-        let mut versions = Vec::with_capacity(count.min(reader.bytes.len()));
-        for _ in 0..count {
-            versions.push(text(reader.text()?));
-        }
-        let count = reader.length()?;
-        let mut tags = Fields::with_capacity(count.min(reader.bytes.len()));
-        for _ in 0..count {
-            let key = reader.text()?.to_string();
-            tags.insert(key, text(reader.text()?));
-        }
-        let mut fields = Fields::with_capacity(6);
-        let owner = match head.owner {
-            OwnerRef::User(email) => format!("user:{email}"),
-            OwnerRef::Group(name) => format!("group:{name}"),
-        };
-        for (name, value) in [
-            ("account", text(head.account)),
-            ("creator", optional(head.creator)),
-            ("folder", optional(head.folder)),
-            ("owner", FieldValue::String(owner)),
-            ("tags", FieldValue::Object(tags)),
-            ("versions", FieldValue::Array(versions)),
-        ] {
-            fields.insert(name.to_string(), value);
+        let parts = Parts::read(&self.0)?;
+        let mut fields = Fields::with_capacity(FIELD_NAMES.len());
+        for (at, name) in FIELD_NAMES.iter().enumerate() {
+            fields.insert(name.to_string(), parts.value(at)?);
         }
         Some(fields)
+    }
+
+    /// The fields that differ between this asset and `other`, as they are
+    /// in each: exactly what [`super::ObjectFields::changed_fields`] gives
+    /// for the two unpacked, made straight from the bytes, where only the
+    /// values that differ are made (a plan of a million transfers diffs a
+    /// million pairs). `None` only for bytes `pack` never makes.
+    pub fn changed_fields(&self, other: &PackedAsset) -> Option<(Fields, Fields)> {
+        let (mine, theirs) = (Parts::read(&self.0)?, Parts::read(&other.0)?);
+        let changed: Vec<usize> = (0..FIELD_NAMES.len())
+            .filter(|at| !mine.same(&theirs, *at))
+            .collect();
+        let mut before = Fields::with_capacity(changed.len());
+        let mut after = Fields::with_capacity(changed.len());
+        for at in changed {
+            before.insert(FIELD_NAMES[at].to_string(), mine.value(at)?);
+            after.insert(FIELD_NAMES[at].to_string(), theirs.value(at)?);
+        }
+        Some((before, after))
     }
 
     /// The asset's account, read in place.
@@ -404,6 +398,19 @@ impl PackedAsset {
         Some(reader)
     }
 
+    /// The asset's account and the authors of its versions, read in place
+    /// (`None` only for bytes `pack` never makes).
+    pub fn account_and_versions(&self) -> Option<(&str, Vec<&str>)> {
+        let mut reader = Reader::new(&self.0);
+        let head = Head::read(&mut reader)?;
+        let count = reader.length()?;
+        let mut versions = Vec::with_capacity(count.min(reader.bytes.len()));
+        for _ in 0..count {
+            versions.push(reader.text()?);
+        }
+        Some((head.account, versions))
+    }
+
     /// Whether the asset has versions, read in place.
     pub fn has_versions(&self) -> bool {
         let mut reader = Reader::new(&self.0);
@@ -465,6 +472,82 @@ impl<'a> Head<'a> {
             owner,
             creator,
             folder,
+        })
+    }
+}
+
+/// An asset's fields, by the number [`Parts::value`] and [`Parts::same`]
+/// take, in their declaration order.
+const FIELD_NAMES: [&str; 6] = ["account", "owner", "creator", "folder", "versions", "tags"];
+
+/// A packed asset, read in place: its head, and the runs of bytes of its
+/// versions and of its tags (each canonical: equal runs, equal values).
+struct Parts<'a> {
+    head: Head<'a>,
+    versions: &'a [u8],
+    tags: &'a [u8],
+}
+
+impl<'a> Parts<'a> {
+    fn read(bytes: &'a [u8]) -> Option<Parts<'a>> {
+        let mut reader = Reader::new(bytes);
+        let head = Head::read(&mut reader)?;
+        let versions_start = reader.bytes;
+        for _ in 0..reader.length()? {
+            reader.text()?;
+        }
+        let versions = &versions_start[..versions_start.len() - reader.bytes.len()];
+        Some(Parts {
+            head,
+            versions,
+            tags: reader.bytes,
+        })
+    }
+
+    /// Whether field number `at` (of [`FIELD_NAMES`]) is the same in both.
+    fn same(&self, other: &Parts, at: usize) -> bool {
+        match at {
+            0 => self.head.account == other.head.account,
+            1 => self.head.owner == other.head.owner,
+            2 => self.head.creator == other.head.creator,
+            3 => self.head.folder == other.head.folder,
+            4 => self.versions == other.versions,
+            _ => self.tags == other.tags,
+        }
+    }
+
+    /// The value of field number `at` (of [`FIELD_NAMES`]), as
+    /// [`super::to_fields`] gives it for the unpacked asset.
+    fn value(&self, at: usize) -> Option<FieldValue> {
+        let text = |text: &str| FieldValue::String(text.to_string());
+        let optional = |value: Option<&str>| value.map_or(FieldValue::Null, text);
+        Some(match at {
+            0 => text(self.head.account),
+            1 => FieldValue::String(match self.head.owner {
+                OwnerRef::User(email) => format!("user:{email}"),
+                OwnerRef::Group(name) => format!("group:{name}"),
+            }),
+            2 => optional(self.head.creator),
+            3 => optional(self.head.folder),
+            4 => {
+                let mut reader = Reader::new(self.versions);
+                let count = reader.length()?;
+                let mut versions = Vec::with_capacity(count.min(reader.bytes.len()));
+                for _ in 0..count {
+                    versions.push(text(reader.text()?));
+                }
+                FieldValue::Array(versions)
+            }
+            _ => {
+                let mut reader = Reader::new(self.tags);
+                let count = reader.length()?;
+                let mut tags = Fields::with_capacity(count.min(reader.bytes.len()));
+                for _ in 0..count {
+                    let key = reader.text()?.to_string();
+                    tags.insert(key, text(reader.text()?));
+                }
+                FieldValue::Object(tags)
+            }
         })
     }
 }
@@ -549,6 +632,7 @@ impl fmt::Debug for PackedAsset {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::ObjectFields;
     use proptest::prelude::*;
 
     fn asset_strategy() -> impl Strategy<Value = Asset> {
@@ -701,6 +785,28 @@ mod tests {
                 let refused = PackedAsset::pack(&asset).with_owner_and_all_tags(None, Some(reversed));
                 prop_assert_eq!(refused, None);
             }
+        }
+
+        #[test]
+        fn the_changed_fields_of_two_packed_assets_are_those_of_the_two_unpacked(
+            asset in asset_strategy(),
+            other in asset_strategy(),
+            (same_account, same_owner, same_creator_and_folder, same_versions, same_tags)
+                in (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()),
+        ) {
+            // Fields made the same at random, so that each is compared both
+            // equal and different.
+            let mut other = other;
+            if same_account { other.account = asset.account.clone(); }
+            if same_owner { other.owner = asset.owner.clone(); }
+            if same_creator_and_folder {
+                other.creator = asset.creator.clone();
+                other.folder = asset.folder.clone();
+            }
+            if same_versions { other.versions = asset.versions.clone(); }
+            if same_tags { other.tags = asset.tags.clone(); }
+            let packed = PackedAsset::changed_fields(&PackedAsset::pack(&asset), &PackedAsset::pack(&other));
+            prop_assert_eq!(packed, Some(asset.changed_fields(&other)));
         }
 
         #[test]

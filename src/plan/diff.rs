@@ -221,18 +221,21 @@ impl Differ<'_, '_> {
             if existing == Some(&changed.asset) {
                 continue;
             }
-            let Some(asset) = changed.asset.unpack() else {
+            // Read in place: neither asset is unpacked, and only the values
+            // that differ are made.
+            let Some(account) = changed.asset.account() else {
                 continue;
             };
-            let account = Some(asset.account.as_str());
+            let account = Some(account);
             let reason = changed.reason;
-            match existing.and_then(PackedAsset::unpack) {
+            match existing.and_then(|existing| existing.changed_fields(&changed.asset)) {
                 None => {
-                    let after = Some(to_fields(&asset));
-                    self.push_in(Kind::Asset, id.into(), account, reason, None, after)
+                    let Some(after) = changed.asset.fields() else {
+                        continue;
+                    };
+                    self.push_in(Kind::Asset, id.into(), account, reason, None, Some(after))
                 }
-                Some(existing) => {
-                    let (before, after) = existing.changed_fields(&asset);
+                Some((before, after)) => {
                     let id = id.into();
                     self.push_in(Kind::Asset, id, account, reason, Some(before), Some(after))
                 }

@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use std::collections::{btree_map, hash_map, BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use crate::desired::{Desired, DesiredAccount};
+use crate::desired::{Desired, DesiredAccount, ReassignRule};
 use crate::diagnostic::Diagnostic;
 use crate::model::{
     email_domain, grant_id, Account, Asset, AssetKind, Assets, Grant, Group, Kind, License,
@@ -121,13 +121,18 @@ pub(crate) struct TargetAssets<'s> {
     /// Reasons of assets given before the asset is in the overlay; moved
     /// into its entry when it is put there.
     waiting_reasons: HashIndex<String, Arc<str>>,
-    /// The state's assets by (account, owner), ids in order.
-    base_by_owner: HashIndex<(&'s str, OwnerRef<'s>), Vec<&'s str>>,
+    /// The state's assets by (account, owner), ids in order; shared with
+    /// the siblings that apply reassign rules on a second thread (see
+    /// [`TargetAssets::unchanged_sibling`]).
+    base_by_owner: Arc<BaseByOwner<'s>>,
     /// How many ids of each `base_by_owner` list the overlay has taken.
     base_taken: HashIndex<(&'s str, OwnerRef<'s>), usize>,
     /// The overlay's assets by (account, owner).
     overlay_by_owner: HashIndex<(String, Owner), BTreeSet<String>>,
 }
+
+/// The state's assets by (account, owner), ids in order.
+type BaseByOwner<'s> = HashIndex<(&'s str, OwnerRef<'s>), Vec<&'s str>>;
 
 /// An asset the target changes or creates, and why, if more than "the specs
 /// say so".
@@ -138,19 +143,21 @@ pub(crate) struct ChangedAsset {
 
 impl<'s> TargetAssets<'s> {
     fn new(base: &'s Assets) -> Self {
-        let mut assets = TargetAssets::unindexed(base);
+        let mut base_by_owner = BaseByOwner::default();
         for (id, asset) in base.packed_iter() {
             // Read in place: a million assets are not unpacked for this.
             let (Some(account), Some(owner)) = (asset.account(), asset.owner()) else {
                 continue;
             };
-            assets
-                .base_by_owner
+            base_by_owner
                 .entry((account, owner))
                 .or_default()
                 .push(id.as_str());
         }
-        assets
+        TargetAssets {
+            base_by_owner: Arc::new(base_by_owner),
+            ..TargetAssets::unindexed(base)
+        }
     }
 
     /// The state's assets without their owner index: a stand-in for the
@@ -160,7 +167,7 @@ impl<'s> TargetAssets<'s> {
             base,
             overlay: BTreeMap::new(),
             waiting_reasons: HashIndex::default(),
-            base_by_owner: HashIndex::default(),
+            base_by_owner: Arc::default(),
             base_taken: HashIndex::default(),
             overlay_by_owner: HashIndex::default(),
         }
@@ -334,6 +341,42 @@ impl<'s> TargetAssets<'s> {
         }
     }
 
+    /// Whether nothing has been changed or given a reason yet.
+    fn is_unchanged(&self) -> bool {
+        self.overlay.is_empty()
+            && self.waiting_reasons.is_empty()
+            && self.base_taken.is_empty()
+            && self.overlay_by_owner.is_empty()
+    }
+
+    /// The same state's assets, unchanged, sharing this one's owner index
+    /// (not copied): for the changes to some accounts' assets to be made
+    /// apart, on another thread, and taken in by [`TargetAssets::absorb`].
+    fn unchanged_sibling(&self) -> TargetAssets<'s> {
+        TargetAssets {
+            base_by_owner: Arc::clone(&self.base_by_owner),
+            ..TargetAssets::unindexed(self.base)
+        }
+    }
+
+    /// Takes in the changes of `sibling` (see
+    /// [`TargetAssets::unchanged_sibling`]), which changed other assets
+    /// than this one did: the two overlays are merged in one walk (not an
+    /// insertion each), and so are their indexes.
+    fn absorb(&mut self, mut sibling: TargetAssets<'s>) {
+        self.overlay.append(&mut sibling.overlay);
+        self.waiting_reasons.extend(sibling.waiting_reasons);
+        for (key, taken) in sibling.base_taken {
+            *self.base_taken.entry(key).or_default() += taken;
+        }
+        for (key, mut ids) in sibling.overlay_by_owner {
+            self.overlay_by_owner
+                .entry(key)
+                .or_default()
+                .append(&mut ids);
+        }
+    }
+
     /// Sets why asset `id` changes: replacing the reason it had, or only
     /// if it has none.
     fn set_reason(&mut self, id: String, reason: Arc<str>, replace: bool) {
@@ -358,7 +401,7 @@ impl<'s> TargetAssets<'s> {
     /// indexes are dropped with them (a million entries at scale), so that
     /// their memory is free before the changes are made.
     pub fn take_overlay(&mut self) -> BTreeMap<String, ChangedAsset> {
-        self.base_by_owner = HashIndex::default();
+        self.base_by_owner = Arc::default();
         self.base_taken = HashIndex::default();
         self.overlay_by_owner = HashIndex::default();
         self.waiting_reasons = HashIndex::default();
@@ -858,22 +901,8 @@ impl<'a> Builder<'a> {
     /// `reassign` rules in order, then pins. A pinned asset is left alone
     /// by the rules: its owner and tags are what the pin declares.
     fn pins_and_reassign_rules(&mut self, target: &mut Target) {
-        for (account, rules) in &self.desired.reassign {
-            for rule in rules {
-                let reason: Arc<str> =
-                    format!("reassign rule {} of account {account}", rule.number).into();
-                let mut ids = target.assets.owned_by(account, &rule.from);
-                ids.retain(|id| {
-                    !self.desired.pins.contains_key(id)
-                        && (rule.kinds.is_empty()
-                            || AssetKind::of_asset_id(id)
-                                .is_some_and(|kind| rule.kinds.contains(&kind)))
-                });
-                target
-                    .assets
-                    .reassign((account, &rule.from), &ids, &rule.to, &rule.tag, &reason);
-            }
-        }
+        let on_two_threads = target.assets.base.len() >= INDEX_ON_A_THREAD;
+        self.reassign_rules(&mut target.assets, on_two_threads);
         for (id, pin) in &self.desired.pins {
             let asset = match target.assets.get(id) {
                 Some(current) => {
@@ -901,6 +930,61 @@ impl<'a> Builder<'a> {
                 );
                 target.assets.put(id, asset);
             }
+        }
+    }
+
+    /// The reassign rules, each account's in their order. The rules of an
+    /// account move only that account's assets, and only its rules move
+    /// them: so, `on_two_threads` (with many assets), every other account's
+    /// rules are applied on a second thread, to a sibling of the target's
+    /// assets that shares their owner index, and its changes are taken in
+    /// afterwards. The target is the same as with all rules applied in turn
+    /// on one thread.
+    fn reassign_rules(&self, assets: &mut TargetAssets, on_two_threads: bool) {
+        let accounts: Vec<_> = self.desired.reassign.iter().collect();
+        if !on_two_threads || accounts.len() < 2 || !assets.is_unchanged() {
+            for (account, rules) in accounts {
+                self.account_reassign_rules(account, rules, assets);
+            }
+            return;
+        }
+        std::thread::scope(|scope| {
+            let mut sibling = assets.unchanged_sibling();
+            let second = scope.spawn(|| {
+                for (account, rules) in accounts.iter().skip(1).step_by(2) {
+                    self.account_reassign_rules(account, rules, &mut sibling);
+                }
+                sibling
+            });
+            for (account, rules) in accounts.iter().step_by(2) {
+                self.account_reassign_rules(account, rules, assets);
+            }
+            let sibling = second
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            assets.absorb(sibling);
+        });
+    }
+
+    /// The reassign rules of `account`, in their order: each moves the
+    /// assets the ones before it left with its `from` (pinned assets stay).
+    fn account_reassign_rules(
+        &self,
+        account: &str,
+        rules: &[ReassignRule],
+        assets: &mut TargetAssets,
+    ) {
+        for rule in rules {
+            let reason: Arc<str> =
+                format!("reassign rule {} of account {account}", rule.number).into();
+            let mut ids = assets.owned_by(account, &rule.from);
+            ids.retain(|id| {
+                !self.desired.pins.contains_key(id)
+                    && (rule.kinds.is_empty()
+                        || AssetKind::of_asset_id(id)
+                            .is_some_and(|kind| rule.kinds.contains(&kind)))
+            });
+            assets.reassign((account, &rule.from), &ids, &rule.to, &rule.tag, &reason);
         }
     }
 
@@ -1271,18 +1355,24 @@ impl<'a> Builder<'a> {
                 .iter()
                 .map(|(email, user)| (email.as_str(), user.account.as_str())),
         );
-        let mut look = |id: &String, asset: &Asset| {
-            if asset.versions.is_empty() {
+        // Read in place: only an asset with a version by someone who is not
+        // a user of its account is unpacked (a rule that moves a million
+        // assets puts a million in the overlay).
+        let mut look = |id: &String, packed: &PackedAsset| {
+            let Some((account, versions)) = packed.account_and_versions() else {
                 return;
-            }
-            let is_user = |email: &String| {
-                account_of
-                    .get(email.as_str())
-                    .is_some_and(|account| *account == asset.account)
             };
-            if asset.versions.iter().all(is_user) {
+            let is_user = |email: &str| {
+                account_of
+                    .get(email)
+                    .is_some_and(|user_account| *user_account == account)
+            };
+            if versions.into_iter().all(is_user) {
                 return;
             }
+            let Some(asset) = packed.unpack() else {
+                return;
+            };
             let Some(account) = target.accounts.get(&asset.account) else {
                 return;
             };
@@ -1323,17 +1413,12 @@ impl<'a> Builder<'a> {
         for (id, packed) in target.assets.base.packed_iter() {
             while replaced.next_if(|replaced| *replaced < id).is_some() {}
             let is_replaced = replaced.next_if(|replaced| *replaced == id).is_some();
-            // Read in place: only assets with versions are unpacked.
-            if !is_replaced && packed.has_versions() {
-                if let Some(asset) = packed.unpack() {
-                    look(id, &asset);
-                }
+            if !is_replaced {
+                look(id, packed);
             }
         }
         for (id, changed) in &target.assets.overlay {
-            if let Some(asset) = changed.asset.unpack() {
-                look(id, &asset);
-            }
+            look(id, &changed.asset);
         }
         for (id, asset, reason) in fixes {
             target.assets.put(&id, asset);
@@ -1541,8 +1626,9 @@ mod tests {
 
     use proptest::prelude::*;
 
-    use super::TargetAssets;
-    use crate::model::{Asset, Assets, Owner};
+    use super::{Builder, TargetAssets};
+    use crate::desired::{Desired, Pin, ReassignRule};
+    use crate::model::{Asset, AssetKind, Assets, Owner, State};
 
     fn asset(account: u8, owner: u8) -> Asset {
         Asset {
@@ -1581,6 +1667,18 @@ mod tests {
         by_owner
     }
 
+    /// The overlay taken out: each asset's id, packed bytes and reason.
+    fn overlay(assets: &mut TargetAssets) -> Vec<(String, Vec<u8>, Option<String>)> {
+        assets
+            .take_overlay()
+            .into_iter()
+            .map(|(id, changed)| {
+                let reason = changed.reason.map(|reason| reason.to_string());
+                (id, changed.asset.as_bytes().to_vec(), reason)
+            })
+            .collect()
+    }
+
     /// An asset's reason follows the rules of [`Reasons`] wherever it is
     /// kept: given before the asset is put or after, replaced by
     /// `set_reason`, kept by `set_reason_if_absent`, kept across puts.
@@ -1610,6 +1708,52 @@ mod tests {
     }
 
     proptest! {
+        /// The reassign rules applied on two threads (each account's rules
+        /// on the thread of that account) leave the assets, their reasons
+        /// and the owner index exactly as the same rules applied in turn on
+        /// one thread: for rules that chain (one moves what another moved
+        /// there), rules of kinds, tagging rules and pinned assets.
+        #[test]
+        fn reassign_rules_on_two_threads_leave_the_target_assets_as_on_one(
+            base in proptest::collection::btree_map("(dataset|file)/[a-h]{1,2}", (0u8..4, 0u8..4), 0..40),
+            rules in proptest::collection::vec((0u8..4, 0u8..4, 0u8..4, any::<bool>(), any::<bool>()), 0..12),
+            pins in proptest::collection::btree_set("(dataset|file)/[a-h]{1,2}", 0..4),
+        ) {
+            let base: Assets = base
+                .into_iter()
+                .map(|(id, (account, owner))| (id, asset(account, owner)))
+                .collect();
+            let mut desired = Desired::default();
+            for (account, from, to, only_datasets, tagged) in rules {
+                let account_rules = desired.reassign.entry(format!("a{account}")).or_default();
+                account_rules.push(ReassignRule {
+                    number: account_rules.len() + 1,
+                    from: asset(0, from).owner,
+                    to: asset(0, to).owner,
+                    kinds: if only_datasets { vec![AssetKind::Dataset] } else { Vec::new() },
+                    tag: if tagged {
+                        [("moved".to_string(), format!("by-{}", account_rules.len()))].into()
+                    } else {
+                        BTreeMap::new()
+                    },
+                });
+            }
+            for id in pins {
+                let pin = Pin { account: "a0".into(), owner: asset(0, 0).owner, tags: BTreeMap::new() };
+                desired.pins.insert(id, pin);
+            }
+            let state = State::default();
+            let builder = Builder { desired: &desired, state: &state, now: jiff::Timestamp::UNIX_EPOCH };
+            let (mut in_turn, mut on_two) = (TargetAssets::new(&base), TargetAssets::new(&base));
+            builder.reassign_rules(&mut in_turn, false);
+            builder.reassign_rules(&mut on_two, true);
+            prop_assert_eq!(on_two.owners(), in_turn.owners());
+            for (account, owner) in in_turn.owners() {
+                prop_assert_eq!(on_two.owned_by(&account, &owner), in_turn.owned_by(&account, &owner));
+            }
+            prop_assert_eq!(overlay(&mut on_two), overlay(&mut in_turn));
+        }
+
         /// After any sequence of puts (changes of state assets, repeated
         /// changes, new assets), `owners`, `owned_by`, `count_in` and
         /// `sample_in` answer what a fresh index of the merged assets would.
@@ -1698,15 +1842,6 @@ mod tests {
                     one_by_one.owned_by(&account, &owner)
                 );
             }
-            let overlay = |assets: &mut TargetAssets| -> Vec<(String, Vec<u8>, Option<String>)> {
-                assets
-                    .take_overlay()
-                    .into_iter()
-                    .map(|(id, changed)| {
-                        (id, changed.asset.as_bytes().to_vec(), changed.reason.map(|r| r.to_string()))
-                    })
-                    .collect()
-            };
             prop_assert_eq!(overlay(&mut batched), overlay(&mut one_by_one));
         }
     }
