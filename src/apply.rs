@@ -315,17 +315,10 @@ fn owner_transfer(change: &Change, state: &State) -> Option<OwnerTransfer> {
                 (None, _) => false,
             };
         }
-        if let Some(wanted) = side.get("tags") {
+        if side.contains_key("tags") {
             known += 1;
-            at &= match wanted {
-                FieldValue::Object(wanted) => {
-                    wanted.len() == tags.len()
-                        && wanted.iter().zip(&tags).all(|((key, value), (had, text))| {
-                            key == had && value.as_str() == Some(*text)
-                        })
-                }
-                _ => false,
-            };
+            // Both in ascending order of keys.
+            at &= side.text_map("tags").is_some_and(|wanted| wanted == tags);
         }
         (known == side.len()).then_some(at)
     };
@@ -354,33 +347,26 @@ fn transferred_asset(change: &Change, state: &State) -> Option<PackedAsset> {
         return None;
     }
     let (owner, tags) = owner_and_tags(change.after()?)?;
-    let tags = tags.as_ref().map(|tags| {
-        tags.iter()
-            .filter_map(|(key, value)| Some((key.as_str(), value.as_str()?)))
-            .collect()
-    });
     state
         .assets
         .packed(&change.object)?
         .with_owner_and_all_tags(owner.as_ref(), tags)
 }
 
+/// Tags read in place: each key and text, in ascending order of keys.
+type TextTags<'a> = Vec<(&'a str, &'a str)>;
+
 /// What the `after` of an asset's transfer sets, when it sets only a valid
-/// owner and tags whose values are all texts (the tags as a map, sorted):
-/// `None` for anything else.
-fn owner_and_tags(after: PackedFieldsRef) -> Option<(Option<Owner>, Option<Fields>)> {
+/// owner and tags whose values are all texts (the tags in ascending order
+/// of keys, read in place): `None` for anything else.
+fn owner_and_tags(after: PackedFieldsRef<'_>) -> Option<(Option<Owner>, Option<TextTags<'_>>)> {
     let owner = match after.contains_key("owner") {
         true => Some(after.text("owner")?.parse::<Owner>().ok()?),
         false => None,
     };
-    let tags = match after.get("tags") {
-        Some(FieldValue::Object(tags))
-            if tags.iter().all(|(_, value)| value.as_str().is_some()) =>
-        {
-            Some(tags)
-        }
-        Some(_) => return None,
-        None => None,
+    let tags = match after.contains_key("tags") {
+        true => Some(after.text_map("tags")?),
+        false => None,
     };
     let known = usize::from(owner.is_some()) + usize::from(tags.is_some());
     (known == after.len()).then_some((owner, tags))

@@ -126,6 +126,26 @@ impl<'a> PackedFieldsRef<'a> {
         }
     }
 
+    /// The entries of field `name` when it is a map whose values are all
+    /// strings, in key order, borrowed from the packed bytes (no copy):
+    /// `None` when there is no such field or it is anything else.
+    pub fn text_map(self, name: &str) -> Option<Vec<(&'a str, &'a str)>> {
+        let mut reader = self.find(name)?;
+        if reader.byte()? != b'm' {
+            return None;
+        }
+        let count = reader.length()?;
+        let mut entries = Vec::with_capacity(count.min(reader.bytes.len()));
+        for _ in 0..count {
+            let key = reader.text()?;
+            if reader.byte()? != b's' {
+                return None;
+            }
+            entries.push((key, reader.text()?));
+        }
+        Some(entries)
+    }
+
     /// Whether there is a field `name`.
     pub fn contains_key(self, name: &str) -> bool {
         self.find(name).is_some()
@@ -511,6 +531,19 @@ mod tests {
             let original = fields(serde_json::Value::Object(map.into_iter().collect()));
             let packed = PackedFields::pack(&original);
             prop_assert_eq!(packed.unpack(), original.clone());
+            // Each field read in place as a map of texts: only a map whose
+            // values are all strings, entry for entry.
+            for (name, value) in original.iter() {
+                let texts = match value {
+                    FieldValue::Object(map) => map
+                        .iter()
+                        .map(|(key, value)| Some((key.as_str(), value.as_str()?)))
+                        .collect::<Option<Vec<_>>>(),
+                    _ => None,
+                };
+                prop_assert_eq!(packed.as_packed_ref().text_map(name), texts);
+            }
+            prop_assert_eq!(packed.as_packed_ref().text_map("\u{0}not a field"), None);
             prop_assert_eq!(
                 serde_json::to_string_pretty(&packed).unwrap(),
                 serde_json::to_string_pretty(&original).unwrap()
