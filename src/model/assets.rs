@@ -257,14 +257,17 @@ impl PackedAsset {
     /// million pairs). `None` only for bytes `pack` never makes.
     pub fn changed_fields(&self, other: &PackedAsset) -> Option<(Fields, Fields)> {
         let (mine, theirs) = (Parts::read(&self.0)?, Parts::read(&other.0)?);
-        let changed: Vec<usize> = (0..FIELD_NAMES.len())
-            .filter(|at| !mine.same(&theirs, *at))
-            .collect();
-        let mut before = Fields::with_capacity(changed.len());
-        let mut after = Fields::with_capacity(changed.len());
-        for at in changed {
-            before.insert(FIELD_NAMES[at].to_string(), mine.value(at)?);
-            after.insert(FIELD_NAMES[at].to_string(), theirs.value(at)?);
+        let changed: [bool; FIELD_NAMES.len()] = std::array::from_fn(|at| !mine.same(&theirs, at));
+        let count = changed.iter().filter(|changed| **changed).count();
+        let mut before = Fields::with_capacity(count);
+        let mut after = Fields::with_capacity(count);
+        for (at, name) in FIELD_NAMES
+            .iter()
+            .enumerate()
+            .filter(|(at, _)| changed[*at])
+        {
+            before.insert(name.to_string(), mine.value(at)?);
+            after.insert(name.to_string(), theirs.value(at)?);
         }
         Some((before, after))
     }
