@@ -65,6 +65,32 @@ pub fn apply_checked(
     store: &dyn Store,
     options: &ReconcileOptions,
 ) -> Result<(usize, usize), ReconcileError> {
+    apply_with(apply::prepare, plan, state, store, options)
+}
+
+/// [`apply_checked`] for a plan this process has just made from `state`,
+/// which it loaded under the writer's lock it still holds (`deed apply`):
+/// its changes are not compared with the state again
+/// ([`apply::prepare_own_plan`]).
+pub fn apply_own_plan(
+    plan: &Plan,
+    state: &State,
+    store: &dyn Store,
+    options: &ReconcileOptions,
+) -> Result<(usize, usize), ReconcileError> {
+    apply_with(apply::prepare_own_plan, plan, state, store, options)
+}
+
+type Prepare =
+    for<'a> fn(&'a Plan, &'a State, &ApplyContext) -> Result<apply::ApplyOutcome<'a>, ApplyError>;
+
+fn apply_with(
+    prepare: Prepare,
+    plan: &Plan,
+    state: &State,
+    store: &dyn Store,
+    options: &ReconcileOptions,
+) -> Result<(usize, usize), ReconcileError> {
     if options.dry_run || plan.is_empty() {
         return Ok((0, 0));
     }
@@ -73,7 +99,7 @@ pub fn apply_checked(
         actor: options.actor.clone(),
         revision: options.revision.clone(),
     };
-    let outcome = apply::prepare(plan, state, &context)?;
+    let outcome = prepare(plan, state, &context)?;
     let (applied, skipped) = (outcome.applied, outcome.skipped);
     if !outcome.commit.is_empty() {
         store.commit(outcome.commit)?;

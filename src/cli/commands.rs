@@ -402,7 +402,7 @@ fn apply_command(args: &ApplyArgs, config: &Config) -> Result<Outcome> {
             // commit (0.3 GB for Workload L).
             drop(desired);
             let store = resting.wake()?;
-            let done = reconcile::apply_checked(&plan, &state, store.as_ref(), &options)?;
+            let done = reconcile::apply_own_plan(&plan, &state, store.as_ref(), &options)?;
             // One after the other here: each time is its step's own.
             tracing::debug!(
                 specs_ms = specs_loaded.as_millis() as u64,

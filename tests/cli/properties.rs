@@ -1,7 +1,9 @@
 //! Properties over random specs: from a random prior state (a first random
 //! spec, applied, plus an inventory), one `apply` of a second random spec
 //! converges (`plan` then has no changes) and the state keeps its invariants
-//! (`state check` passes) after every apply.
+//! (`state check` passes) after every apply. The same plan saved and applied
+//! from its file to a copy of the prior state (each change compared with
+//! the state) applies every change and leaves the same state.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -343,9 +345,64 @@ fn converges(seed: u64) -> Result<(), String> {
     let second_spec = random_spec(&mut random, &second);
     workspace.write("random.yaml", &second_spec);
     let specs = [first_spec.as_str(), second_spec.as_str()];
+    // The plan saved first, and the prior state copied, for the same plan
+    // applied from its file (each change compared with the state) below.
+    let plan_file = workspace.root().join("second-plan.json");
+    let plan_path = plan_file.to_str().expect("utf-8");
+    let run = workspace.deed(&[
+        "plan",
+        "--format",
+        "json",
+        "--allow-removals",
+        "--out",
+        plan_path,
+    ]);
+    if run.code != 0 {
+        return Err(context("saving the second plan failed", &run, &specs));
+    }
+    let prior = workspace.file("prior.jsonl", workspace.dump_bytes());
+    let copy = workspace.root().join("state-copy");
+    let run = workspace.deed_on(&copy, &["state", "restore", prior.to_str().expect("utf-8")]);
+    if run.code != 0 {
+        return Err(context("restoring the prior state failed", &run, &specs));
+    }
     let run = workspace.deed(&["apply", "--allow-removals"]);
     if run.code != 0 {
         return Err(context("the second apply failed", &run, &specs));
+    }
+    // `deed apply` does not compare the changes of the plan it has just made
+    // with the state it made it from: the saved plan, whose every change is
+    // compared, must apply all of them and leave the same state.
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&plan_file).map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    let planned = saved["changes"].as_array().map_or(0, Vec::len);
+    let run = workspace.deed_on(&copy, &["apply", plan_path, "--allow-removals"]);
+    if run.code != 0 {
+        return Err(context(
+            "the saved second plan failed to apply",
+            &run,
+            &specs,
+        ));
+    }
+    let every_change = match planned {
+        0 => "Apply complete: 0 changes applied.".to_string(),
+        1 => "Apply complete: 1 change applied.".to_string(),
+        n => format!("Apply complete: {n} changes applied."),
+    };
+    if !run.stdout.contains(&every_change) {
+        return Err(context(
+            &format!("the saved plan did not apply each of its {planned} changes as made"),
+            &run,
+            &specs,
+        ));
+    }
+    if workspace.dump_bytes() != workspace.dump_bytes_of(&copy) {
+        return Err(context(
+            "the plan applied from its file left another state than `deed apply`",
+            &run,
+            &specs,
+        ));
     }
     let run = workspace.deed(&["state", "check"]);
     if run.code != 0 {
