@@ -10,6 +10,10 @@
 //! the store writes them, so a plan of a million transfers does not also
 //! hold a million field maps.
 //!
+//! A plan `deed apply` has just made from the state it holds locked is
+//! not compared with that state again ([`prepare_own_plan`]): each of its
+//! changes is at its `before` by construction.
+//!
 //! Architecture invariant: this module is pure. It decides; the caller holds
 //! the writer's lock, loads the state, and commits what it returns.
 
