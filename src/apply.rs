@@ -1082,8 +1082,9 @@ mod tests {
         assert_eq!(own.notifications, compared.notifications);
     }
 
-    /// Debug builds (every test) still compare a plan said to be made from
-    /// the state, and stop when it is not.
+    /// Debug builds still compare a plan said to be made from the state,
+    /// and stop when it is not (this test runs in them only; CI's release
+    /// build relies on the property test of `tests/cli/properties.rs`).
     #[test]
     #[cfg(debug_assertions)]
     #[should_panic(expected = "does not apply to it as made")]
