@@ -30,6 +30,15 @@
 //!                               with LZ4 (a reference for the records deed
 //!                               writes, written with no plan, no checks and
 //!                               no journal)
+//! floors records STATE_DIR OUT  copy a deed sled state into a new sled
+//!                               folder OUT with one record per object, as
+//!                               deed kept them until its layout 5 put
+//!                               assets in pages (`o\0asset\0<id>`): the
+//!                               state the scan and rewrite floors run on,
+//!                               so that they measure sled's work on the
+//!                               issue's keys (a million assets are a
+//!                               million keys there, about 35,000 pages
+//!                               in deed's state); not timed
 //! ```
 //!
 //! Each prints one line `floor=NAME seconds=S items=N` (the time measured
@@ -46,6 +55,7 @@ fn main() {
     let result = match args.first().map(String::as_str) {
         Some("parse") if args.len() == 2 => parse(Path::new(&args[1])),
         Some("scan") if args.len() == 2 => scan(Path::new(&args[1])),
+        Some("records") if args.len() == 3 => records(Path::new(&args[1]), Path::new(&args[2])),
         Some("rewrite") if args.len() >= 3 => {
             let n: usize = args[2].parse().unwrap_or_else(|_| usage());
             let (mut batch, mut history, mut grouped) = (250, false, false);
@@ -81,7 +91,7 @@ fn main() {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: floors parse SPECS_DIR | floors scan STATE_DIR | floors rewrite STATE_DIR N [--batch B] [--history [--grouped]]"
+        "usage: floors parse SPECS_DIR | floors scan STATE_DIR | floors rewrite STATE_DIR N [--batch B] [--history [--grouped]] | floors records STATE_DIR OUT"
     );
     std::process::exit(2)
 }
@@ -143,6 +153,77 @@ fn scan(state: &Path) -> Result<()> {
         total.as_secs_f64()
     );
     Ok(())
+}
+
+/// Copies the state into `out` with each page of assets
+/// (`o\0assets\0<first id>`: a format byte 1, then per asset its id and
+/// its packed bytes, each behind a LEB128 length) written as one record
+/// per asset (`o\0asset\0<id>`: the byte 1, then the packed bytes), and
+/// every other record as it is.
+fn records(state: &Path, out: &Path) -> Result<()> {
+    if out.exists() {
+        return Err(format!("{} exists already", out.display()).into());
+    }
+    let db = open(state)?;
+    let copy = sled::Config::new().path(out).open()?;
+    let (mut batch, mut in_batch, mut assets) = (sled::Batch::default(), 0usize, 0usize);
+    let mut put = |key: Vec<u8>, value: Vec<u8>| -> Result<()> {
+        batch.insert(key, value);
+        in_batch += 1;
+        if in_batch == 1_000 {
+            copy.apply_batch(std::mem::take(&mut batch))?;
+            in_batch = 0;
+        }
+        Ok(())
+    };
+    for item in db.iter() {
+        let (key, value) = item?;
+        if !key.starts_with(b"o\0assets\0") {
+            put(key.to_vec(), value.to_vec())?;
+            continue;
+        }
+        let mut page = match value.split_first() {
+            Some((1, rest)) => rest,
+            _ => return Err(format!("a page of an unknown format at {key:?}").into()),
+        };
+        while !page.is_empty() {
+            let id = take(&mut page)?;
+            let packed = take(&mut page)?;
+            put(
+                [&b"o\0asset\0"[..], id].concat(),
+                [&[1u8][..], packed].concat(),
+            )?;
+            assets += 1;
+        }
+    }
+    copy.apply_batch(batch)?;
+    copy.flush()?;
+    println!("records assets={assets}");
+    Ok(())
+}
+
+/// Takes a LEB128 length and that many bytes from the front of `bytes`.
+fn take<'a>(bytes: &mut &'a [u8]) -> Result<&'a [u8]> {
+    let mut length = 0usize;
+    let mut shift = 0;
+    loop {
+        let (&byte, rest) = bytes.split_first().ok_or("a page cut short")?;
+        *bytes = rest;
+        length |= usize::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+        if shift > 63 {
+            return Err("a length too long".into());
+        }
+    }
+    if length > bytes.len() {
+        return Err("a page cut short".into());
+    }
+    let (taken, rest) = bytes.split_at(length);
+    *bytes = rest;
+    Ok(taken)
 }
 
 /// The history a rewrite writes along (see the module documentation).

@@ -4,9 +4,10 @@
 //! Objects are kept as the serde_json bytes of their typed struct
 //! ([`crate::model::User`], [`crate::model::Group`], ...) and are always
 //! decoded straight into that struct, never through `serde_json::Value`.
-//! Assets, a million in a large state, are kept packed instead (the bytes
-//! of a [`PackedAsset`] after [`PACKED_ASSET`]), which a load keeps as
-//! they are; an asset record of JSON is still read.
+//! Assets, a million in a large state, are kept packed instead: the sled
+//! store keeps them in pages (see `asset_pages`), and reads the one record
+//! per asset of older layouts (the bytes of a [`PackedAsset`] after
+//! [`PACKED_ASSET`], or JSON) as a load always did.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -93,6 +94,12 @@ macro_rules! objects {
                     })*
                 }
                 Ok(())
+            }
+
+            /// Keeps asset `id`, read packed from a page of assets.
+            pub(crate) fn keep_packed_asset(&mut self, id: String, asset: PackedAsset) {
+                self.start(Pending::Objects(Kind::Asset));
+                self.assets.push((id, asset));
             }
 
             /// Decodes the stored bytes of invoice `id` and keeps it.
@@ -346,6 +353,11 @@ pub(crate) mod keys {
 
     /// Objects: `o\0<kind>\0<id>`.
     pub(crate) const OBJECTS: &[u8] = b"o\0";
+    /// Pages of assets: `o\0assets\0<id of the page's first asset>`
+    /// (sled layout 5, see `asset_pages`). Sorted after the asset records
+    /// of older layouts (`o\0asset\0<id>`) and before the next kind, and
+    /// never parsed as an object key: `assets` is no kind.
+    pub(crate) const ASSET_PAGES: &[u8] = b"o\0assets\0";
     /// Invoices: `i\0<id>`.
     pub(crate) const INVOICES: &[u8] = b"i\0";
     /// History: `h\0<seq, 20 digits>`, the seq of the first entry of a
@@ -374,6 +386,11 @@ pub(crate) mod keys {
         let mut key = kind_prefix(kind);
         key.extend_from_slice(id.as_bytes());
         key
+    }
+
+    /// The key of the page whose first asset is `id`.
+    pub(crate) fn asset_page(id: &str) -> Vec<u8> {
+        [ASSET_PAGES, id.as_bytes()].concat()
     }
 
     pub(crate) fn invoice(id: &str) -> Vec<u8> {

@@ -21,11 +21,12 @@ use std::path::{Path, PathBuf};
 use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
+use super::asset_pages::{decode_page, PageEncoder};
 use super::codec::{keys, kind_named, Object};
 use super::history_groups::GroupWriter;
 use super::sled_store::{encode, encode_error, layout_version, SledStore};
 use super::{Commit, HistoryEntry, Notification, Store, StoreError, SCHEMA_VERSION};
-use crate::model::{Invoice, Kind, State};
+use crate::model::{Invoice, Kind, PackedAsset, State};
 
 /// The version of the dump format (the `deed_dump` of the header).
 pub const DUMP_FORMAT: u32 = 1;
@@ -165,7 +166,17 @@ pub fn restore(store: &SledStore, dump_path: &Path) -> Result<(), StoreError> {
     let mut history = GroupWriter::default();
     let path = store.path();
     let put = |key: Vec<u8>, bytes: Vec<u8>| store.insert_raw(key, bytes);
+    // Assets come in id order (`Order`), straight into pages.
+    let mut pages = PageEncoder::default();
+    let mut put_page = |key: Vec<u8>, page: Option<Vec<u8>>| match page {
+        Some(page) => put(key, page),
+        None => Ok(()),
+    };
     read_dump(dump_path, |record| match record {
+        Record::Object {
+            id,
+            object: Object::Asset(asset),
+        } => pages.push(&id, PackedAsset::pack(&asset).as_bytes(), &mut put_page),
         Record::Object { id, object } => {
             let bytes = object.encode().map_err(|error| StoreError::InvalidObject {
                 path: path.to_path_buf(),
@@ -188,14 +199,17 @@ pub fn restore(store: &SledStore, dump_path: &Path) -> Result<(), StoreError> {
             encode(path, &notification)?,
         ),
     })?;
+    pages.finish(&mut put_page)?;
     let mut batch = sled::Batch::default();
     if let Some((key, value)) = history.finish() {
         batch.insert(key, value);
     }
     if last_seq > 0 {
         batch.insert(keys::HISTORY_SEQ, last_seq.to_string().as_bytes());
-        batch.insert(keys::SCHEMA_VERSION, layout_version());
     }
+    // What was written is of this layout, whatever the empty state was
+    // marked with when it was made.
+    batch.insert(keys::SCHEMA_VERSION, layout_version());
     batch.remove(keys::RESTORE_INCOMPLETE);
     store.apply_raw(batch, true)
 }
@@ -209,6 +223,21 @@ pub(crate) fn write_sled(store: &SledStore, out: &mut dyn Write) -> Result<(), S
             let (key, value) = item?;
             let (_, id, object) = store.decode_object(&key, &value)?;
             writer.object(kind.as_str(), id, &object)?;
+        }
+        if kind != Kind::Asset {
+            continue;
+        }
+        // A state holds asset records of an older layout or pages, never
+        // both: the first commit to an older state moves them all.
+        for item in store.scan(keys::ASSET_PAGES) {
+            let (key, value) = item?;
+            let assets = decode_page(&key, &value).map_err(|error| store.corrupt(&key, error))?;
+            for (id, asset) in assets {
+                let asset = asset
+                    .unpack()
+                    .ok_or_else(|| store.corrupt(&key, format!("asset {id} cannot be read")))?;
+                writer.object(kind.as_str(), &id, &Object::Asset(asset))?;
+            }
         }
     }
     for item in store.scan(keys::INVOICES) {

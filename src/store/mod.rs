@@ -14,6 +14,7 @@
 //! [`crate::apply`] against the state this module loaded while holding the
 //! writer's lock.
 
+mod asset_pages;
 pub(crate) mod codec;
 pub mod dump;
 mod history_groups;

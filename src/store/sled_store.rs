@@ -1,7 +1,10 @@
 //! The sled backend: the embedded default state, one folder on one machine.
 //!
 //! Layout: one sled tree. Keys carry a prefix per record type (see
-//! `codec::keys`): objects `o\0<kind>\0<id>`, invoices `i\0<id>`, history
+//! `codec::keys`): objects `o\0<kind>\0<id>`, except assets, which are
+//! kept in pages of a few kilobytes, `o\0assets\0<first id>` (see
+//! [`super::asset_pages`]; a state of an older layout holds one record per
+//! asset, which the first commit moves into pages), invoices `i\0<id>`, history
 //! `h\0<seq, 20 digits>`, outbox `n\0<id>`, meta `m\0schema_version` and
 //! `m\0history_seq`. Values are the serde_json bytes of the typed structs;
 //! a history record holds a group of consecutive entries, packed with LZ4
@@ -29,11 +32,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
+use super::asset_pages::{decode_page, PageRewriter};
 use super::codec::{join_states, keys, Object, StateBuilder};
 use super::history_groups::{self, GroupWriter};
 use super::{journal, CommitProgress};
 use super::{Commit, HistoryEntry, Notification, Store, StoreError};
-use crate::model::State;
+use crate::model::{Kind, PackedAsset, State};
 
 /// The lock file inside the state folder.
 pub const LOCK_FILE: &str = "deed.lock";
@@ -41,11 +45,12 @@ pub const LOCK_FILE: &str = "deed.lock";
 /// The version of the sled layout (`m\0schema_version`). 1: one history
 /// entry per record. 2: history entries in groups of plain JSON. 3: the
 /// groups packed with LZ4. 4: assets packed (see `codec::PACKED_ASSET`).
-/// A state of an older layout is read as it is, and marked with this
-/// version by the first commit that writes an object or a history group,
-/// so an older deed refuses it instead of misreading it. A state with a
-/// newer version is refused.
-pub const SLED_SCHEMA_VERSION: u32 = 4;
+/// 5: assets in pages (see `asset_pages`). A state of an older layout is
+/// read as it is, and marked with this version by the first commit that
+/// writes an object or a history group, so an older deed refuses it
+/// instead of misreading it; that commit first moves its asset records
+/// into pages. A state with a newer version is refused.
+pub const SLED_SCHEMA_VERSION: u32 = 5;
 
 /// sled's page cache. Left alone, sled 0.34 caches up to 1 GiB, and its
 /// memory grows well past that with a million small keys. At 128 MiB the
@@ -229,19 +234,24 @@ impl SledStore {
             .map_err(|source| self.sled_error(source))
     }
 
-    fn sled_error(&self, source: sled::Error) -> StoreError {
+    pub(crate) fn sled_error(&self, source: sled::Error) -> StoreError {
         StoreError::Sled {
             path: self.path.clone(),
             source,
         }
     }
 
-    fn corrupt(&self, key: &[u8], message: impl ToString) -> StoreError {
+    pub(crate) fn corrupt(&self, key: &[u8], message: impl ToString) -> StoreError {
         StoreError::Corrupt {
             path: self.path.clone(),
             key: keys::display(key),
             message: message.to_string(),
         }
+    }
+
+    /// The sled tree, for the asset pages' reads (`asset_pages`).
+    pub(crate) fn tree(&self) -> &sled::Db {
+        &self.db
     }
 
     pub(crate) fn contains_key(&self, key: &[u8]) -> Result<bool, StoreError> {
@@ -367,15 +377,20 @@ impl SledStore {
             progress.start("preparing", commit.records_hint() as u64);
         }
         let started = std::time::Instant::now();
+        self.convert_asset_records()?;
         let mut writer = journal::Writer::new(&self.path);
         let mut seq: Option<u64> = None;
         let mut wrote_object = false;
         let mut history = GroupWriter::default();
+        let mut pages = PageRewriter::new(self);
         let mut write_part = |part: Commit<'static>| -> Result<(), StoreError> {
             let records = part.own_records() as u64;
+            let mut assets: Vec<(String, Option<PackedAsset>)> =
+                Vec::with_capacity(part.packed_assets.len());
             for (kind, id, fields) in part.objects {
                 let key = keys::object(kind, &id);
                 match fields {
+                    None if kind == Kind::Asset => assets.push((id, None)),
                     None => writer.remove(key)?,
                     Some(fields) => {
                         let invalid = |message: String| StoreError::InvalidObject {
@@ -386,20 +401,25 @@ impl SledStore {
                         };
                         let object = Object::from_fields(kind, &fields)
                             .map_err(|error| invalid(error.to_string()))?;
+                        wrote_object = true;
+                        if let Object::Asset(asset) = &object {
+                            assets.push((id, Some(PackedAsset::pack(asset))));
+                            continue;
+                        }
                         let bytes = object
                             .encode()
                             .map_err(|error| invalid(error.to_string()))?;
                         writer.insert(key, bytes)?;
-                        wrote_object = true;
                     }
                 }
             }
-            for (id, asset) in part.packed_assets {
-                writer.insert(
-                    keys::object(crate::model::Kind::Asset, &id),
-                    super::codec::asset_record(&asset),
-                )?;
-                wrote_object = true;
+            wrote_object |= !part.packed_assets.is_empty();
+            let mut sink = |key: Vec<u8>, value: Option<Vec<u8>>| match value {
+                Some(value) => writer.insert(key, value),
+                None => writer.remove(key),
+            };
+            for (id, asset) in in_id_order(assets, part.packed_assets) {
+                pages.put(&id, asset.as_ref().map(PackedAsset::as_bytes), &mut sink)?;
             }
             for (id, invoice) in part.invoices {
                 let key = keys::invoice(&id);
@@ -453,6 +473,10 @@ impl SledStore {
                 written
             })?;
         }
+        pages.finish(&mut |key: Vec<u8>, value: Option<Vec<u8>>| match value {
+            Some(value) => writer.insert(key, value),
+            None => writer.remove(key),
+        })?;
         if let Some((key, value)) = history.finish() {
             writer.insert(key, value)?;
         }
@@ -486,6 +510,41 @@ impl SledStore {
         }
     }
 
+    /// Moves the asset records of a state of an older layout (one record
+    /// per asset, `o\0asset\0<id>`) into pages (layout 5, see
+    /// `asset_pages`), in a commit of its own that changes no asset: the
+    /// first commit to such a state makes it first. A state of layout 5
+    /// holds no such record, and this is one lookup.
+    fn convert_asset_records(&self) -> Result<(), StoreError> {
+        let prefix = keys::kind_prefix(Kind::Asset);
+        if self.scan(&prefix).next().is_none() {
+            return Ok(());
+        }
+        let mut writer = journal::Writer::new(&self.path);
+        let mut sink = |key: Vec<u8>, value: Option<Vec<u8>>| match value {
+            Some(value) => writer.insert(key, value),
+            None => writer.remove(key),
+        };
+        let mut pages = PageRewriter::new(self);
+        for item in self.scan(&prefix) {
+            let (key, value) = item?;
+            let (_, id, object) = self.decode_object(&key, &value)?;
+            let Object::Asset(asset) = object else {
+                return Err(self.corrupt(&key, "not an asset"));
+            };
+            pages.put(id, Some(PackedAsset::pack(&asset).as_bytes()), &mut sink)?;
+            sink(key.to_vec(), None)?;
+        }
+        pages.finish(&mut sink)?;
+        sink(keys::SCHEMA_VERSION.to_vec(), Some(layout_version()))?;
+        match writer.finish()? {
+            journal::Finished::Batch(batch) => self.apply_raw(batch, true),
+            journal::Finished::Journal { .. } => {
+                journal::replay(&self.path, &self.db, false, &mut |_| {})
+            }
+        }
+    }
+
     fn read_outbox(&self) -> Result<Vec<Notification>, StoreError> {
         self.scan(keys::OUTBOX)
             .map(|item| {
@@ -494,6 +553,30 @@ impl SledStore {
             })
             .collect()
     }
+}
+
+/// The assets of a commit's part, set or removed, in strictly ascending id
+/// order, as [`PageRewriter::put`] takes them: those among its objects and
+/// its packed ones (no asset is in both), merged. A part that lists an
+/// asset twice keeps the last, as a journal would.
+fn in_id_order(
+    mut assets: Vec<(String, Option<PackedAsset>)>,
+    packed: Vec<(String, PackedAsset)>,
+) -> Vec<(String, Option<PackedAsset>)> {
+    assets.extend(packed.into_iter().map(|(id, asset)| (id, Some(asset))));
+    if assets.windows(2).all(|pair| pair[0].0 < pair[1].0) {
+        return assets;
+    }
+    // Stable: of equal ids, the last stays last.
+    assets.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut ordered: Vec<(String, Option<PackedAsset>)> = Vec::with_capacity(assets.len());
+    for asset in assets {
+        if ordered.last().is_some_and(|last| last.0 == asset.0) {
+            ordered.pop();
+        }
+        ordered.push(asset);
+    }
+    ordered
 }
 
 /// Records a half of a load reads before it claims them.
@@ -550,11 +633,7 @@ impl SledStore {
                 Claimed::Nothing => return Ok(State::default()),
             }
             for (key, value) in &chunk {
-                let (kind, id) =
-                    keys::parse_object(key).ok_or_else(|| self.corrupt(key, "unknown kind"))?;
-                builder
-                    .decode(kind, id, value)
-                    .map_err(|error| self.corrupt(key, error))?;
+                self.decode_record(&mut builder, key, value, forward)?;
             }
         }
         if forward {
@@ -569,14 +648,36 @@ impl SledStore {
         let mut builder = StateBuilder::default();
         for item in self.scan(keys::OBJECTS) {
             let (key, value) = item?;
-            let (kind, id) =
-                keys::parse_object(&key).ok_or_else(|| self.corrupt(&key, "unknown kind"))?;
-            builder
-                .decode(kind, id, &value)
-                .map_err(|error| self.corrupt(&key, error))?;
+            self.decode_record(&mut builder, &key, &value, true)?;
         }
         self.decode_invoices(&mut builder)?;
         Ok(builder.build())
+    }
+
+    /// Decodes an object record, or a page of assets, into `builder`; a
+    /// page's assets in the order the load reads (`forward` or not).
+    fn decode_record(
+        &self,
+        builder: &mut StateBuilder,
+        key: &[u8],
+        value: &[u8],
+        forward: bool,
+    ) -> Result<(), StoreError> {
+        if key.starts_with(keys::ASSET_PAGES) {
+            let mut assets = decode_page(key, value).map_err(|error| self.corrupt(key, error))?;
+            if !forward {
+                assets.reverse();
+            }
+            for (id, asset) in assets {
+                builder.keep_packed_asset(id, asset);
+            }
+            return Ok(());
+        }
+        let (kind, id) =
+            keys::parse_object(key).ok_or_else(|| self.corrupt(key, "unknown kind"))?;
+        builder
+            .decode(kind, id, value)
+            .map_err(|error| self.corrupt(key, error))
     }
 
     fn decode_invoices(&self, builder: &mut StateBuilder) -> Result<(), StoreError> {
@@ -1028,7 +1129,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn packed_assets_of_a_commit_are_written_as_they_are_and_load_as_assets() {
+    fn packed_assets_of_a_commit_are_written_as_they_are_into_pages_and_load_as_assets() {
         let folder = tempfile::tempdir().expect("tempdir");
         let store = filled_store(folder.path());
         let mut expected = sample_state();
@@ -1044,12 +1145,19 @@ pub(crate) mod tests {
         }
         store.commit(commit).expect("commit");
         assert_eq!(store.load().expect("load"), expected);
-        let record = store
-            .db
-            .get(keys::object(Kind::Asset, &id))
-            .expect("read")
-            .expect("written");
-        assert_eq!(record[0], super::super::codec::PACKED_ASSET);
+        let in_pages: Vec<(String, PackedAsset)> = store
+            .scan(keys::ASSET_PAGES)
+            .flat_map(|item| {
+                let (key, page) = item.expect("read");
+                decode_page(&key, &page).expect("a page")
+            })
+            .collect();
+        let kept = in_pages
+            .iter()
+            .find(|(kept, _)| *kept == id)
+            .expect("in a page");
+        assert_eq!(kept.1.as_bytes(), PackedAsset::pack(&moved).as_bytes());
+        assert_eq!(store.scan(&keys::kind_prefix(Kind::Asset)).count(), 0);
     }
 
     #[test]
@@ -1165,6 +1273,82 @@ pub(crate) mod tests {
             assert_eq!(last.last().map(|entry| entry.seq), Some(total));
             assert_eq!(last[..], all[all.len() - last.len()..], "limit {limit}");
         }
+    }
+
+    /// A state of layout 4 keeps one record per asset (some packed, some
+    /// JSON, as layouts before 4 wrote them): it is read as it is, dumped
+    /// the same, and its first commit moves every asset into pages.
+    #[test]
+    fn asset_records_of_layout_4_are_read_and_moved_into_pages_by_the_first_commit() {
+        let folder = tempfile::tempdir().expect("tempdir");
+        let store = SledStore::open(folder.path(), false).expect("open");
+        let mut expected = sample_state();
+        for n in 0..2_500 {
+            let (_, mut asset) = expected.assets.iter().next().expect("an asset");
+            asset.folder = Some(format!("folder {n}"));
+            expected.assets.insert(format!("old/{n:05}"), asset);
+        }
+        let mut batch = sled::Batch::default();
+        for (n, (id, asset)) in expected.assets.iter().enumerate() {
+            let record = match n % 2 {
+                0 => super::super::codec::asset_record(&PackedAsset::pack(&asset)),
+                _ => encode(&store.path, &asset).expect("json"),
+            };
+            batch.insert(keys::object(Kind::Asset, id), record);
+        }
+        batch.insert(keys::SCHEMA_VERSION, b"4".as_slice());
+        store.apply_raw(batch, true).expect("layout 4 records");
+        let mut others = commit_of(&sample_state());
+        others.objects.retain(|(kind, _, _)| *kind != Kind::Asset);
+        others.history.clear();
+        // The other objects, written as layout 4 did, without a commit.
+        let mut batch = sled::Batch::default();
+        for (kind, id, fields) in others.objects {
+            let object = Object::from_fields(kind, &fields.expect("fields")).expect("object");
+            batch.insert(keys::object(kind, &id), object.encode().expect("encode"));
+        }
+        for (id, invoice) in &expected.invoices {
+            batch.insert(
+                keys::invoice(id),
+                encode(&store.path, invoice).expect("json"),
+            );
+        }
+        store.apply_raw(batch, true).expect("layout 4 objects");
+        drop(store);
+
+        let store = SledStore::open(folder.path(), false).expect("open layout 4");
+        assert_eq!(store.load().expect("load"), expected);
+        assert_eq!(store.load_in_one_pass().expect("one pass"), expected);
+        let mut dump_before = Vec::new();
+        store.dump(&mut dump_before).expect("dump");
+        assert_eq!(store.scan(keys::ASSET_PAGES).count(), 0);
+
+        let user = expected.users.keys().next().expect("a user").clone();
+        store
+            .commit(Commit {
+                objects: vec![(Kind::User, user.clone(), None)],
+                ..Commit::default()
+            })
+            .expect("commit");
+        expected.users.remove(&user);
+        assert_eq!(store.scan(&keys::kind_prefix(Kind::Asset)).count(), 0);
+        assert!(store.scan(keys::ASSET_PAGES).count() > 10);
+        assert_eq!(
+            store.db.get(keys::SCHEMA_VERSION).expect("get").as_deref(),
+            Some(layout_version().as_slice())
+        );
+        assert_eq!(store.load().expect("load"), expected);
+        let mut dump_after = Vec::new();
+        store.dump(&mut dump_after).expect("dump");
+        let assets = |dump: &[u8]| -> Vec<String> {
+            String::from_utf8_lossy(dump)
+                .lines()
+                .filter(|line| line.starts_with("{\"kind\":\"asset\""))
+                .map(str::to_string)
+                .collect()
+        };
+        assert_eq!(assets(&dump_after), assets(&dump_before));
+        assert_eq!(assets(&dump_after).len(), expected.assets.len());
     }
 
     #[test]

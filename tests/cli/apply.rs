@@ -390,7 +390,7 @@ fn a_state_of_a_newer_schema_is_refused_naming_both_versions() {
     ] {
         let run = workspace.deed(command).fails();
         assert!(
-            run.stderr.contains("schema version 7") && run.stderr.contains("(4)"),
+            run.stderr.contains("schema version 7") && run.stderr.contains("(5)"),
             "names the versions:\n{run}"
         );
     }
@@ -523,18 +523,23 @@ fn a_state_of_an_older_layout_keeps_its_history_and_continues_it() {
             .expect("open sled");
         assert_eq!(
             db.get(b"m\0schema_version").expect("get").as_deref(),
-            Some(b"4".as_slice()),
-            "a commit marks the state layout 4"
+            Some(b"5".as_slice()),
+            "a commit marks the state layout 5"
         );
         let (_, newest) = newest_history_record(&db);
         assert_eq!(newest[0], 1, "the new group is packed");
-        let asset = |id: &str| {
-            db.get(format!("o\0asset\0{id}").as_bytes())
-                .expect("get")
-                .expect("an asset record")
-        };
-        assert_eq!(asset("dataset/ds-1")[0], b'{', "the old asset stays JSON");
-        assert_eq!(asset("dataset/ds-2")[0], 1, "the new asset is packed");
+        assert_eq!(
+            db.scan_prefix(b"o\0asset\0").count(),
+            0,
+            "the commit moved the old asset records into pages"
+        );
+        let paged: String = db
+            .scan_prefix(b"o\0assets\0")
+            .map(|item| String::from_utf8_lossy(&item.expect("read").1).into_owned())
+            .collect();
+        for id in ["dataset/ds-1", "dataset/ds-2"] {
+            assert!(paged.contains(id), "{id} is in a page");
+        }
         drop(db);
         workspace.deed(&["state", "check"]).ok();
         assert_eq!(
@@ -544,12 +549,26 @@ fn a_state_of_an_older_layout_keeps_its_history_and_continues_it() {
     }
 }
 
-/// Rewrites every asset record of the sled state at `state` as JSON, as a
-/// deed before layout 4 kept them, from `dump`, a dump of that state.
-/// Returns how many it rewrote.
+/// Rewrites the assets of the sled state at `state` as one JSON record
+/// each, as a deed before layout 4 kept them, from `dump`, a dump of that
+/// state, and removes the pages this deed keeps them in. Returns how many
+/// it rewrote.
 fn rewrite_assets_as_json(state: &std::path::Path, dump: &[u8]) -> usize {
     let db = sled::Config::new().path(state).open().expect("open sled");
     let mut batch = sled::Batch::default();
+    assert_eq!(
+        db.scan_prefix(b"o\0asset\0").count(),
+        0,
+        "no record per asset"
+    );
+    let mut pages = 0;
+    for item in db.scan_prefix(b"o\0assets\0") {
+        let (key, page) = item.expect("read");
+        assert_eq!(page[0], 1, "this deed keeps its assets in pages");
+        batch.remove(key);
+        pages += 1;
+    }
+    assert!(pages > 0, "a page of assets");
     let mut rewritten = 0;
     for line in dump
         .split(|byte| *byte == b'\n')
@@ -560,11 +579,6 @@ fn rewrite_assets_as_json(state: &std::path::Path, dump: &[u8]) -> usize {
             continue;
         }
         let key = format!("o\0asset\0{}", record["id"].as_str().expect("id"));
-        let stored = db
-            .get(key.as_bytes())
-            .expect("get")
-            .expect("an asset record");
-        assert_eq!(stored[0], 1, "this deed packs its assets");
         batch.insert(
             key.as_bytes(),
             serde_json::to_vec(&record["value"]).expect("encode"),
@@ -613,31 +627,41 @@ fn a_damaged_history_record_is_reported_as_corrupt_by_what_reads_it() {
     workspace.deed(&["state", "check"]).ok();
 }
 
-/// A packed asset record damaged on disk (cut short, or one byte changed
-/// into one no packer writes) is reported as a corrupt record, with its
-/// key, by every command that loads the state; nothing is written.
+/// A page of packed assets damaged on disk (cut short, or one byte of an
+/// asset changed into one no packer writes) is reported as a corrupt
+/// record, with its key, by every command that loads the state; nothing is
+/// written.
 #[test]
-fn a_damaged_asset_record_is_reported_as_corrupt_by_what_loads_it() {
+fn a_damaged_asset_page_is_reported_as_corrupt_by_what_loads_it() {
     type Damage = fn(&[u8]) -> Vec<u8>;
+    let id = b"dataset/ds-1";
     let damages: [Damage; 2] = [
-        |value| value[..value.len() - 3].to_vec(),
-        |value| {
-            let mut changed = value.to_vec();
-            changed[1 + 1 + "acme".len()] = b'x'; // the owner's tag
+        |page| page[..page.len() - 3].to_vec(),
+        |page| {
+            // The format byte, the id's length and bytes, the packed
+            // asset's length, then its account ("acme" behind its length)
+            // and the owner's tag.
+            assert_eq!(&page[2..2 + 12], b"dataset/ds-1", "the page's first asset");
+            assert!(page[2 + 12] < 0x80, "a one-byte length");
+            let mut changed = page.to_vec();
+            changed[2 + 12 + 1 + 1 + "acme".len()] = b'x';
             changed
         },
     ];
-    for damage in damages {
+    for (damage, message) in damages.into_iter().zip(["asset page", "packed asset"]) {
         let workspace = applied();
         {
             let db = sled::Config::new()
                 .path(workspace.sled_folder())
                 .open()
                 .expect("open sled");
-            let key = b"o\0asset\0dataset/ds-1";
-            let value = db.get(key).expect("get").expect("the asset");
-            assert_eq!(value[0], 1, "packed");
-            db.insert(key, damage(&value)).expect("insert");
+            let key = [&b"o\0assets\0"[..], id].concat();
+            let page = db
+                .get(&key)
+                .expect("get")
+                .expect("the page of the first asset");
+            assert_eq!(page[0], 1, "a page");
+            db.insert(key, damage(&page)).expect("insert");
             db.flush().expect("flush");
         }
         let dump = workspace.root().join("out.jsonl");
@@ -651,7 +675,7 @@ fn a_damaged_asset_record_is_reported_as_corrupt_by_what_loads_it() {
             assert!(
                 run.stderr.contains("corrupt record")
                     && run.stderr.contains("dataset/ds-1")
-                    && run.stderr.contains("packed asset"),
+                    && run.stderr.contains(message),
                 "{command:?} names the record:\n{run}"
             );
         }
