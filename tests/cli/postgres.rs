@@ -41,7 +41,7 @@ const SLED_ONLY: &[&str] = &[
     // entry, not packed.
     "cli::apply::a_damaged_history_record_is_reported_as_corrupt_by_what_reads_it",
     // Damages a packed sled asset record; PostgreSQL keeps assets as JSON.
-    "cli::apply::a_damaged_asset_record_is_reported_as_corrupt_by_what_loads_it",
+    "cli::apply::a_damaged_asset_page_is_reported_as_corrupt_by_what_loads_it",
 ];
 
 /// Fewer tests than this means a filter matched nothing (a module renamed).
