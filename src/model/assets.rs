@@ -101,6 +101,14 @@ impl Assets {
             .range::<str, _>((std::ops::Bound::Included(id), std::ops::Bound::Unbounded))
     }
 
+    /// The assets with ids in `range`, in id order.
+    pub fn packed_range<'a>(
+        &'a self,
+        range: (std::ops::Bound<&str>, std::ops::Bound<&str>),
+    ) -> btree_map::Range<'a, String, PackedAsset> {
+        self.0.range::<str, _>(range)
+    }
+
     /// The ids, in order.
     pub fn keys(&self) -> btree_map::Keys<'_, String, PackedAsset> {
         self.0.keys()

@@ -8,6 +8,7 @@
 
 use std::borrow::Cow;
 use std::collections::{btree_map, hash_map, BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
 use std::sync::Arc;
 
 use crate::desired::{Desired, DesiredAccount, ReassignRule};
@@ -1344,7 +1345,6 @@ impl<'a> Builder<'a> {
     /// owner stays: no version points at a missing user. One pass over the
     /// assets; only assets with versions are looked at.
     fn orphan_versions(&mut self, target: &mut Target) {
-        let mut fixes: Vec<(String, Asset, String)> = Vec::new();
         // The account of each user, by hash: every version of every asset
         // is looked up (a third of a million at scale).
         let mut account_of: HashIndex<&str, &str> =
@@ -1355,71 +1355,32 @@ impl<'a> Builder<'a> {
                 .iter()
                 .map(|(email, user)| (email.as_str(), user.account.as_str())),
         );
-        // Read in place: only an asset with a version by someone who is not
-        // a user of its account is unpacked (a rule that moves a million
-        // assets puts a million in the overlay).
-        let mut look = |id: &String, packed: &PackedAsset| {
-            let Some((account, versions)) = packed.account_and_versions() else {
-                return;
-            };
-            let is_user = |email: &str| {
-                account_of
-                    .get(email)
-                    .is_some_and(|user_account| *user_account == account)
-            };
-            if versions.into_iter().all(is_user) {
-                return;
+        let shared: &Target = target;
+        let assets = shared.assets.base.len().max(shared.assets.overlay.len());
+        // From 50k assets, the ids from the middle one of the larger map on
+        // are looked at on a second thread (each asset is looked at once,
+        // by one of the two; the fixes do not depend on the order).
+        let middle = (assets >= ORPHAN_VERSIONS_ON_TWO_THREADS).then(|| {
+            match shared.assets.base.len() >= shared.assets.overlay.len() {
+                true => shared.assets.base.keys().nth(assets / 2),
+                false => shared.assets.overlay.keys().nth(assets / 2),
             }
-            let Some(asset) = packed.unpack() else {
-                return;
-            };
-            let Some(account) = target.accounts.get(&asset.account) else {
-                return;
-            };
-            if account.merged_into.is_some() {
-                return;
-            }
-            let Some(successor) = successor_in(target, &asset.account) else {
-                return;
-            };
-            let gone: BTreeSet<String> = asset
-                .versions
-                .iter()
-                .filter(|v| !is_user(v))
-                .cloned()
-                .collect();
-            let mut fixed = asset.clone();
-            for version in &mut fixed.versions {
-                if gone.contains(version) {
-                    *version = successor.clone();
+            .map(String::as_str)
+        });
+        let fixes = match middle.flatten() {
+            None => orphan_versions_in(shared, &account_of, None, None),
+            Some(middle) => std::thread::scope(|scope| {
+                let account_of = &account_of;
+                let second =
+                    scope.spawn(move || orphan_versions_in(shared, account_of, Some(middle), None));
+                let mut fixes = orphan_versions_in(shared, account_of, None, Some(middle));
+                match second.join() {
+                    Ok(second) => fixes.extend(second),
+                    Err(panic) => std::panic::resume_unwind(panic),
                 }
-            }
-            let names: Vec<&str> = gone.iter().map(String::as_str).collect();
-            fixes.push((
-                id.clone(),
-                fixed,
-                format!(
-                    "{} {} no longer in {}; versions pass to successor {successor}",
-                    names.join(", "),
-                    if names.len() == 1 { "is" } else { "are" },
-                    asset.account
-                ),
-            ));
+                fixes
+            }),
         };
-        // The state's assets the overlay does not replace: both maps are
-        // sorted by id, so the overlay is walked in step rather than looked
-        // up a million times.
-        let mut replaced = target.assets.overlay.keys().peekable();
-        for (id, packed) in target.assets.base.packed_iter() {
-            while replaced.next_if(|replaced| *replaced < id).is_some() {}
-            let is_replaced = replaced.next_if(|replaced| *replaced == id).is_some();
-            if !is_replaced {
-                look(id, packed);
-            }
-        }
-        for (id, changed) in &target.assets.overlay {
-            look(id, &changed.asset);
-        }
         for (id, asset, reason) in fixes {
             target.assets.put(&id, asset);
             target.set_reason_if_absent((Kind::Asset, id), reason);
@@ -1568,6 +1529,93 @@ impl<'a> Builder<'a> {
 
 /// Who receives what a user of `account` leaves behind: the account's
 /// `successor` while it is a user of the account, else its owner.
+/// From this many assets (in the state or changed), `orphan_versions`
+/// looks at them on two threads.
+const ORPHAN_VERSIONS_ON_TWO_THREADS: usize = 50_000;
+
+/// The fixes of `orphan_versions` for the assets with ids from `from` (on)
+/// up to `to` (not included): (id, the asset with its versions by users
+/// gone from its account passed to the successor, the reason).
+fn orphan_versions_in(
+    target: &Target,
+    account_of: &HashIndex<&str, &str>,
+    from: Option<&str>,
+    to: Option<&str>,
+) -> Vec<(String, Asset, String)> {
+    let mut fixes: Vec<(String, Asset, String)> = Vec::new();
+    // Read in place: only an asset with a version by someone who is not a
+    // user of its account is unpacked (a rule that moves a million assets
+    // puts a million in the overlay).
+    let mut look = |id: &String, packed: &PackedAsset| {
+        let Some((account, versions)) = packed.account_and_versions() else {
+            return;
+        };
+        let is_user = |email: &str| {
+            account_of
+                .get(email)
+                .is_some_and(|user_account| *user_account == account)
+        };
+        if versions.into_iter().all(is_user) {
+            return;
+        }
+        let Some(asset) = packed.unpack() else {
+            return;
+        };
+        let Some(account) = target.accounts.get(&asset.account) else {
+            return;
+        };
+        if account.merged_into.is_some() {
+            return;
+        }
+        let Some(successor) = successor_in(target, &asset.account) else {
+            return;
+        };
+        let gone: BTreeSet<String> = asset
+            .versions
+            .iter()
+            .filter(|v| !is_user(v))
+            .cloned()
+            .collect();
+        let mut fixed = asset.clone();
+        for version in &mut fixed.versions {
+            if gone.contains(version) {
+                *version = successor.clone();
+            }
+        }
+        let names: Vec<&str> = gone.iter().map(String::as_str).collect();
+        fixes.push((
+            id.clone(),
+            fixed,
+            format!(
+                "{} {} no longer in {}; versions pass to successor {successor}",
+                names.join(", "),
+                if names.len() == 1 { "is" } else { "are" },
+                asset.account
+            ),
+        ));
+    };
+    let range = (
+        from.map_or(Bound::Unbounded, Bound::Included),
+        to.map_or(Bound::Unbounded, Bound::Excluded),
+    );
+    // The state's assets the overlay does not replace: both maps are
+    // sorted by id, so the overlay is walked in step rather than looked up
+    // a million times.
+    let overlay = &target.assets.overlay;
+    let mut replaced = overlay.range::<str, _>(range).map(|(id, _)| id).peekable();
+    for (id, packed) in target.assets.base.packed_range(range) {
+        while replaced.next_if(|replaced| *replaced < id).is_some() {}
+        let is_replaced = replaced.next_if(|replaced| *replaced == id).is_some();
+        if !is_replaced {
+            look(id, packed);
+        }
+    }
+    for (id, changed) in overlay.range::<str, _>(range) {
+        look(id, &changed.asset);
+    }
+    fixes
+}
+
 fn successor_in(target: &Target, account: &str) -> Option<String> {
     let wanted = target.accounts.get(account)?;
     wanted

@@ -879,6 +879,50 @@ fn what_a_removed_user_owns_and_their_versions_pass_to_the_successor() {
     assert_eq!(to, vec!["bob@acme.com", "carol@acme.com"], "{notes:#?}");
 }
 
+/// From 50k assets, the versions of removed users are looked for on two
+/// threads, each over half of the ids: every asset with such a version is
+/// found, whichever half it is in, and no other.
+#[test]
+fn the_versions_of_a_removed_user_pass_on_in_every_part_of_a_large_state() {
+    let workspace = Workspace::with_specs(&[("acme.yaml", REMOVALS)]);
+    apply(&workspace);
+    accept(&workspace, "carol@acme.com");
+    let mut records = String::new();
+    let mut expected = Vec::new();
+    for n in 0..60_000 {
+        let id = format!("proof/p-{n:05}");
+        let versions = match n % 997 == 3 {
+            true => {
+                expected.push(id.clone());
+                "[\"carol@acme.com\", \"dan@acme.com\"]"
+            }
+            false => "[\"dan@acme.com\"]",
+        };
+        records.push_str(&format!(
+            "{{\"id\": \"{id}\", \"account\": \"acme\", \"owner\": \"user:dan@acme.com\", \"versions\": {versions}}}\n"
+        ));
+    }
+    import(&workspace, &records);
+    workspace.write("acme.yaml", &REMOVALS.replace("  carol@acme.com: {}\n", ""));
+    let plan = plan_json(&workspace);
+    let passed: Vec<&str> = plan["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .filter(|change| change["kind"] == "asset")
+        .map(|change| {
+            assert_eq!(
+                change["after"]["versions"],
+                serde_json::json!(["bob@acme.com", "dan@acme.com"]),
+                "{change}"
+            );
+            change["object"].as_str().expect("object")
+        })
+        .collect();
+    assert_eq!(passed, expected);
+    assert!(expected.len() > 50, "{} assets", expected.len());
+}
+
 #[test]
 fn an_account_that_still_holds_assets_or_licenses_is_not_removed() {
     let old = "account: old\ndomains: [acme.com]\nusers:\n  olaf@acme.com: {role: owner}\nlicenses:\n  lic-9: {product: p, assignee: olaf@acme.com}\n";
