@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::util::{actions, change_of, deed_binary, owned, Workspace, NOW, NO_CHANGES};
+use super::util::{actions, change_of, deed_binary, open_sled, owned, Workspace, NOW, NO_CHANGES};
 
 /// One account with people, a group, two organizations, a license and a
 /// pinned asset.
@@ -374,10 +374,7 @@ fn a_state_in_use_is_refused_at_once_and_waited_for_with_wait() {
 fn a_state_of_a_newer_schema_is_refused_naming_both_versions() {
     let workspace = applied();
     {
-        let db = sled::Config::new()
-            .path(workspace.sled_folder())
-            .open()
-            .expect("open sled");
+        let db = open_sled(&workspace.sled_folder());
         db.insert(b"m\0schema_version", b"7".as_slice())
             .expect("insert");
         db.flush().expect("flush");
@@ -414,7 +411,7 @@ fn unpacked(value: &[u8]) -> Vec<u8> {
 /// JSON; layout 3, packed groups as now. Returns how many history records
 /// it holds then.
 fn rewrite_history_as_layout(state: &std::path::Path, layout: u32) -> usize {
-    let db = sled::Config::new().path(state).open().expect("open sled");
+    let db = open_sled(state);
     let records: Vec<_> = db
         .scan_prefix(b"h\0")
         .map(|item| item.expect("read"))
@@ -517,10 +514,7 @@ fn a_state_of_an_older_layout_keeps_its_history_and_continues_it() {
                 (18, "dataset/ds-2".to_string())
             ]
         );
-        let db = sled::Config::new()
-            .path(workspace.sled_folder())
-            .open()
-            .expect("open sled");
+        let db = open_sled(&workspace.sled_folder());
         assert_eq!(
             db.get(b"m\0schema_version").expect("get").as_deref(),
             Some(b"5".as_slice()),
@@ -554,7 +548,7 @@ fn a_state_of_an_older_layout_keeps_its_history_and_continues_it() {
 /// state, and removes the pages this deed keeps them in. Returns how many
 /// it rewrote.
 fn rewrite_assets_as_json(state: &std::path::Path, dump: &[u8]) -> usize {
-    let db = sled::Config::new().path(state).open().expect("open sled");
+    let db = open_sled(state);
     let mut batch = sled::Batch::default();
     assert_eq!(
         db.scan_prefix(b"o\0asset\0").count(),
@@ -605,10 +599,7 @@ fn newest_history_record(db: &sled::Db) -> (sled::IVec, sled::IVec) {
 fn a_damaged_history_record_is_reported_as_corrupt_by_what_reads_it() {
     let workspace = applied();
     let cut_key = {
-        let db = sled::Config::new()
-            .path(workspace.sled_folder())
-            .open()
-            .expect("open sled");
+        let db = open_sled(&workspace.sled_folder());
         let (key, value) = newest_history_record(&db);
         assert_eq!(value[0], 1, "packed");
         db.insert(&key, &value[..value.len() - 4]).expect("insert");
@@ -651,10 +642,7 @@ fn a_damaged_asset_page_is_reported_as_corrupt_by_what_loads_it() {
     for (damage, message) in damages.into_iter().zip(["asset page", "packed asset"]) {
         let workspace = applied();
         {
-            let db = sled::Config::new()
-                .path(workspace.sled_folder())
-                .open()
-                .expect("open sled");
+            let db = open_sled(&workspace.sled_folder());
             let key = [&b"o\0assets\0"[..], id].concat();
             let page = db
                 .get(&key)

@@ -511,3 +511,25 @@ fn free_port() -> u16 {
         .map(|address| address.port())
         .expect("a free port")
 }
+
+/// Opens the sled database of a state folder directly, as the tests that
+/// write sled's keys do. A handle this process has just dropped can keep
+/// sled's file lock for a moment (its flusher thread ends after the drop,
+/// as `SLED_LOCK_GRACE` in the store says), so a busy lock is retried for
+/// up to ten seconds.
+#[track_caller]
+pub fn open_sled(folder: &Path) -> sled::Db {
+    let started = Instant::now();
+    loop {
+        match sled::Config::new().path(folder).open() {
+            Ok(db) => return db,
+            Err(error)
+                if error.to_string().contains("could not acquire lock")
+                    && started.elapsed() < Duration::from_secs(10) =>
+            {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(error) => panic!("open sled at {}: {error}", folder.display()),
+        }
+    }
+}
