@@ -101,6 +101,16 @@ impl GroupWriter {
         &mut self,
         entry: &HistoryEntry,
     ) -> Result<Vec<GroupRecord>, serde_json::Error> {
+        self.push_with(entry, None)
+    }
+
+    /// [`GroupWriter::push`], with the JSON of the entry's change already
+    /// made (by [`ChangesJson`]) when `change_json` is given.
+    pub(crate) fn push_with(
+        &mut self,
+        entry: &HistoryEntry,
+        change_json: Option<&[u8]>,
+    ) -> Result<Vec<GroupRecord>, serde_json::Error> {
         let mut closed = Vec::new();
         if self.head.as_ref().is_some_and(|head| !head.heads(entry)) {
             closed.extend(self.finish());
@@ -113,7 +123,10 @@ impl GroupWriter {
             self.head = Some(head);
         }
         self.json.push(b',');
-        serde_json::to_writer(&mut self.json, &entry.change)?;
+        match change_json {
+            Some(json) => self.json.extend_from_slice(json),
+            None => serde_json::to_writer(&mut self.json, &entry.change)?,
+        }
         if self.json.len() >= GROUP_BYTES {
             closed.extend(self.finish());
         }
@@ -126,6 +139,37 @@ impl GroupWriter {
         let mut json = std::mem::take(&mut self.json);
         json.push(b']');
         Some((keys::history(self.first_seq), pack(json)))
+    }
+}
+
+/// The JSON of the changes of a run of history entries, made in one
+/// buffer, as [`GroupWriter::push`] would write each: a thread that makes a
+/// commit's parts can take that work off the thread that writes them.
+#[derive(Default)]
+pub(crate) struct ChangesJson {
+    json: Vec<u8>,
+    /// Where each change's JSON ends in `json`.
+    ends: Vec<usize>,
+}
+
+impl ChangesJson {
+    pub(crate) fn of(entries: &[HistoryEntry]) -> Result<ChangesJson, serde_json::Error> {
+        let mut made = ChangesJson {
+            json: Vec::with_capacity(entries.len() * 384),
+            ends: Vec::with_capacity(entries.len()),
+        };
+        for entry in entries {
+            serde_json::to_writer(&mut made.json, &entry.change)?;
+            made.ends.push(made.json.len());
+        }
+        Ok(made)
+    }
+
+    /// The JSON of the `index`th entry's change.
+    pub(crate) fn get(&self, index: usize) -> Option<&[u8]> {
+        let end = *self.ends.get(index)?;
+        let start = index.checked_sub(1).map_or(0, |before| self.ends[before]);
+        self.json.get(start..end)
     }
 }
 

@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use super::asset_pages::{decode_page, PageRewriter};
 use super::codec::{join_states, keys, Object, StateBuilder};
-use super::history_groups::{self, GroupWriter};
+use super::history_groups::{self, ChangesJson, GroupWriter};
 use super::{journal, CommitProgress};
 use super::{Commit, HistoryEntry, Notification, Store, StoreError};
 use crate::model::{Kind, PackedAsset, State};
@@ -383,89 +383,113 @@ impl SledStore {
         let mut wrote_object = false;
         let mut history = GroupWriter::default();
         let mut pages = PageRewriter::new(self);
-        let mut write_part = |part: Commit<'static>| -> Result<(), StoreError> {
-            let records = part.own_records() as u64;
-            let mut assets: Vec<(String, Option<PackedAsset>)> =
-                Vec::with_capacity(part.packed_assets.len());
-            for (kind, id, fields) in part.objects {
-                let key = keys::object(kind, &id);
-                match fields {
-                    None if kind == Kind::Asset => assets.push((id, None)),
-                    None => writer.remove(key)?,
-                    Some(fields) => {
-                        let invalid = |message: String| StoreError::InvalidObject {
-                            path: self.path.clone(),
-                            kind,
-                            id: id.clone(),
-                            message,
-                        };
-                        let object = Object::from_fields(kind, &fields)
-                            .map_err(|error| invalid(error.to_string()))?;
-                        wrote_object = true;
-                        if let Object::Asset(asset) = &object {
-                            assets.push((id, Some(PackedAsset::pack(asset))));
-                            continue;
+        let mut write_part =
+            |part: Commit<'static>, changes_json: Option<ChangesJson>| -> Result<(), StoreError> {
+                let records = part.own_records() as u64;
+                let mut assets: Vec<(String, Option<PackedAsset>)> =
+                    Vec::with_capacity(part.packed_assets.len());
+                for (kind, id, fields) in part.objects {
+                    let key = keys::object(kind, &id);
+                    match fields {
+                        None if kind == Kind::Asset => assets.push((id, None)),
+                        None => writer.remove(key)?,
+                        Some(fields) => {
+                            let invalid = |message: String| StoreError::InvalidObject {
+                                path: self.path.clone(),
+                                kind,
+                                id: id.clone(),
+                                message,
+                            };
+                            let object = Object::from_fields(kind, &fields)
+                                .map_err(|error| invalid(error.to_string()))?;
+                            wrote_object = true;
+                            if let Object::Asset(asset) = &object {
+                                assets.push((id, Some(PackedAsset::pack(asset))));
+                                continue;
+                            }
+                            let bytes = object
+                                .encode()
+                                .map_err(|error| invalid(error.to_string()))?;
+                            writer.insert(key, bytes)?;
                         }
-                        let bytes = object
-                            .encode()
-                            .map_err(|error| invalid(error.to_string()))?;
-                        writer.insert(key, bytes)?;
                     }
                 }
-            }
-            wrote_object |= !part.packed_assets.is_empty();
-            let mut sink = |key: Vec<u8>, value: Option<Vec<u8>>| match value {
-                Some(value) => writer.insert(key, value),
-                None => writer.remove(key),
-            };
-            for (id, asset) in in_id_order(assets, part.packed_assets) {
-                pages.put(&id, asset.as_ref().map(PackedAsset::as_bytes), &mut sink)?;
-            }
-            for (id, invoice) in part.invoices {
-                let key = keys::invoice(&id);
-                match invoice {
-                    None => writer.remove(key)?,
-                    Some(invoice) => writer.insert(key, encode(&self.path, &invoice)?)?,
-                }
-            }
-            for mut entry in part.history {
-                let next = match seq {
-                    Some(seq) => seq + 1,
-                    None => self.last_seq()? + 1,
+                wrote_object |= !part.packed_assets.is_empty();
+                let mut sink = |key: Vec<u8>, value: Option<Vec<u8>>| match value {
+                    Some(value) => writer.insert(key, value),
+                    None => writer.remove(key),
                 };
-                seq = Some(next);
-                entry.seq = next;
-                for (key, value) in history.push(&entry).map_err(encode_error(&self.path))? {
-                    writer.insert(key, value)?;
+                for (id, asset) in in_id_order(assets, part.packed_assets) {
+                    pages.put(&id, asset.as_ref().map(PackedAsset::as_bytes), &mut sink)?;
                 }
-            }
-            for notification in part.notifications {
-                let key = keys::notification(&notification.id);
-                writer.insert(key, encode(&self.path, &notification)?)?;
-            }
-            if let Some(progress) = progress {
-                progress.advance(records);
-            }
-            Ok(())
-        };
+                for (id, invoice) in part.invoices {
+                    let key = keys::invoice(&id);
+                    match invoice {
+                        None => writer.remove(key)?,
+                        Some(invoice) => writer.insert(key, encode(&self.path, &invoice)?)?,
+                    }
+                }
+                for (index, mut entry) in part.history.into_iter().enumerate() {
+                    let next = match seq {
+                        Some(seq) => seq + 1,
+                        None => self.last_seq()? + 1,
+                    };
+                    seq = Some(next);
+                    entry.seq = next;
+                    let json = changes_json.as_ref().and_then(|made| made.get(index));
+                    let closed = history
+                        .push_with(&entry, json)
+                        .map_err(encode_error(&self.path))?;
+                    for (key, value) in closed {
+                        writer.insert(key, value)?;
+                    }
+                }
+                for notification in part.notifications {
+                    let key = keys::notification(&notification.id);
+                    writer.insert(key, encode(&self.path, &notification)?)?;
+                }
+                if let Some(progress) = progress {
+                    progress.advance(records);
+                }
+                Ok(())
+            };
         if commit.rest.is_none() {
             for part in commit.into_parts() {
-                write_part(part?)?;
+                write_part(part?, None)?;
             }
         } else {
             // A commit made part by part: the next part is made on a thread
-            // of its own while this one encodes and writes the last.
+            // of its own while this one encodes and writes the last. The
+            // maker also makes the JSON of every other part of history
+            // entries, the writer's largest work: the writer was busy all
+            // along and the maker a third idle (Workload L's reassign).
             std::thread::scope(|scope| {
                 let (sender, parts) = std::sync::mpsc::sync_channel(1);
                 let maker = scope.spawn(move || {
+                    let mut history_parts = 0usize;
                     for part in commit.into_parts() {
+                        let part = part.and_then(|part| {
+                            if part.history.is_empty() {
+                                return Ok((part, None));
+                            }
+                            history_parts += 1;
+                            if history_parts % 2 == 1 {
+                                return Ok((part, None));
+                            }
+                            let json =
+                                ChangesJson::of(&part.history).map_err(encode_error(&self.path))?;
+                            Ok((part, Some(json)))
+                        });
                         // The writer stopped at an error: so does the maker.
                         if sender.send(part).is_err() {
                             break;
                         }
                     }
                 });
-                let written = parts.iter().try_for_each(|part| write_part(part?));
+                let written = parts.iter().try_for_each(|part| {
+                    let (part, json) = part?;
+                    write_part(part, json)
+                });
                 drop(parts);
                 if let Err(panic) = maker.join() {
                     std::panic::resume_unwind(panic);
