@@ -238,9 +238,7 @@ impl NewPages {
     fn push(&mut self, id: &str, packed: &[u8], sink: &mut Sink<'_>) -> Result<(), StoreError> {
         let (old_key, kept) = (&self.old_key, &mut self.kept_old_key);
         self.encoder.push(id, packed, &mut |key, page| {
-            *kept |= old_key
-                .as_ref()
-                .is_some_and(|old| old.as_ref() == key.as_slice());
+            *kept |= is_key(old_key, &key);
             sink(key, page)
         })
     }
@@ -250,9 +248,7 @@ impl NewPages {
     fn finish(self, sink: &mut Sink<'_>) -> Result<(), StoreError> {
         let (old_key, mut kept) = (self.old_key, self.kept_old_key);
         self.encoder.finish(&mut |key, page| {
-            kept |= old_key
-                .as_ref()
-                .is_some_and(|old| old.as_ref() == key.as_slice());
+            kept |= is_key(&old_key, &key);
             sink(key, page)
         })?;
         match old_key {
@@ -260,6 +256,11 @@ impl NewPages {
             _ => Ok(()),
         }
     }
+}
+
+/// Whether `key` is the old page's key.
+fn is_key(old_key: &Option<sled::IVec>, key: &[u8]) -> bool {
+    old_key.as_ref().is_some_and(|old| old.as_ref() == key)
 }
 
 /// Merges a commit's assets, set or removed, given in strictly ascending

@@ -105,6 +105,11 @@ impl Writer {
         self.push((key, None))
     }
 
+    /// Sets `key` to `value`, or removes it (`None`).
+    pub fn put(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) -> Result<(), StoreError> {
+        self.push((key, value))
+    }
+
     fn push(&mut self, record: Record) -> Result<(), StoreError> {
         self.records += 1;
         if let Some(file) = &mut self.file {

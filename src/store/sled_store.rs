@@ -415,10 +415,7 @@ impl SledStore {
                     }
                 }
                 wrote_object |= !part.packed_assets.is_empty();
-                let mut sink = |key: Vec<u8>, value: Option<Vec<u8>>| match value {
-                    Some(value) => writer.insert(key, value),
-                    None => writer.remove(key),
-                };
+                let mut sink = |key, value| writer.put(key, value);
                 for (id, asset) in in_id_order(assets, part.packed_assets) {
                     pages.put(&id, asset.as_ref().map(PackedAsset::as_bytes), &mut sink)?;
                 }
@@ -497,10 +494,7 @@ impl SledStore {
                 written
             })?;
         }
-        pages.finish(&mut |key: Vec<u8>, value: Option<Vec<u8>>| match value {
-            Some(value) => writer.insert(key, value),
-            None => writer.remove(key),
-        })?;
+        pages.finish(&mut |key, value| writer.put(key, value))?;
         if let Some((key, value)) = history.finish() {
             writer.insert(key, value)?;
         }
@@ -545,10 +539,7 @@ impl SledStore {
             return Ok(());
         }
         let mut writer = journal::Writer::new(&self.path);
-        let mut sink = |key: Vec<u8>, value: Option<Vec<u8>>| match value {
-            Some(value) => writer.insert(key, value),
-            None => writer.remove(key),
-        };
+        let mut sink = |key, value| writer.put(key, value);
         let mut pages = PageRewriter::new(self);
         for item in self.scan(&prefix) {
             let (key, value) = item?;
